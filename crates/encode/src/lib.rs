@@ -1,0 +1,82 @@
+//! Text encoders for trialforge: sentence embeddings behind one [`TextEncoder`] trait, a BERT-family
+//! backend on candle (mean pooling + L2 normalisation, as sentence-transformers does), and an
+//! on-disk [`EmbeddingCache`] keyed by model and text hash so that re-runs do not re-embed.
+
+mod bert;
+mod cache;
+
+pub use bert::BertEncoder;
+pub use cache::{CachedEncoder, EmbeddingCache};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Model {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("encoder forward pass: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, EncodeError>;
+
+/// A model that turns texts into fixed-size, unit-length vectors.
+pub trait TextEncoder: Send + Sync {
+    /// Identifies the model and its weights; part of every cache key.
+    fn model_id(&self) -> &str;
+    fn dim(&self) -> usize;
+    /// Embeds a batch of texts; the output has one unit vector per input, in order.
+    fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// Cosine similarity of two unit vectors (their dot product).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Writes embeddings as safetensors: one `embeddings` tensor (n x dim, f32) and, in the header
+/// metadata, the row ids (`ids`, a JSON array) and the model id (`model`).
+pub fn save_safetensors(
+    path: &std::path::Path,
+    model_id: &str,
+    ids: &[String],
+    vectors: &[Vec<f32>],
+) -> Result<()> {
+    let dim = vectors.first().map_or(0, Vec::len);
+    let bytes: Vec<u8> = vectors
+        .iter()
+        .flatten()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let view = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        vec![vectors.len(), dim],
+        &bytes,
+    )
+    .map_err(|e| EncodeError::Model {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let meta = std::collections::HashMap::from([
+        (
+            "ids".to_string(),
+            serde_json::to_string(ids).expect("strings serialise"),
+        ),
+        ("model".to_string(), model_id.to_string()),
+    ]);
+    safetensors::serialize_to_file([("embeddings", view)], Some(meta), path).map_err(|e| {
+        EncodeError::Model {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    })
+}

@@ -1,0 +1,300 @@
+//! In-process GGUF chat models (llama architecture: SmolLM2, Llama, Mistral, Qwen-style BPE),
+//! decoded by candle on the CPU.
+
+use std::io::{Cursor, Seek};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::quantized::tokenizer::TokenizerFromGguf;
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::models::quantized_llama::ModelWeights;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::Tokenizer;
+
+use crate::{ChatMessage, ChatModel, Completion, FinishReason, LlmError, Result, SamplingParams};
+
+/// End-of-turn markers of common chat templates; whichever the vocabulary has stop decoding.
+const END_OF_TURN: [&str; 5] = [
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end_of_turn|>",
+    "<end_of_turn>",
+    "</s>",
+];
+
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    /// Re-quantise 4/5-bit weights to Q8_0 at load: candle has SIMD kernels for Q8_0 but not
+    /// Q4_1, so decoding is faster at the cost of a second at load and more memory.
+    pub requantize_q8: bool,
+    /// A `tokenizer.json` to use instead of the tokenizer in the GGUF metadata.
+    pub tokenizer_json: Option<PathBuf>,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            requantize_q8: true,
+            tokenizer_json: None,
+        }
+    }
+}
+
+pub struct LocalGguf {
+    model: ModelWeights,
+    tokenizer: Tokenizer,
+    template: String,
+    bos_token: String,
+    eos_token: String,
+    stop_ids: Vec<u32>,
+    context_len: usize,
+    device: Device,
+    id: String,
+}
+
+impl LocalGguf {
+    pub fn load(path: &Path, opts: &LocalOptions) -> Result<Self> {
+        let model_err = |message: String| LlmError::Model {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut file = std::fs::File::open(path).map_err(|source| LlmError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let ct = gguf_file::Content::read(&mut file)
+            .map_err(|e| model_err(format!("not a readable GGUF file: {e}")))?;
+        let meta_str = |k: &str| ct.metadata.get(k).and_then(|v| v.to_string().ok()).cloned();
+        let arch = meta_str("general.architecture").unwrap_or_default();
+        if arch != "llama" {
+            return Err(model_err(format!(
+                "architecture `{arch}` is not supported (llama-family GGUF models are)"
+            )));
+        }
+        let template = meta_str("tokenizer.chat_template").ok_or_else(|| {
+            model_err("no `tokenizer.chat_template` in the metadata: not a chat model".into())
+        })?;
+        let context_len = ct
+            .metadata
+            .get("llama.context_length")
+            .and_then(|v| v.to_u32().ok())
+            .unwrap_or(2048) as usize;
+
+        let mut tokenizer = match &opts.tokenizer_json {
+            Some(p) => Tokenizer::from_file(p).map_err(|e| LlmError::Model {
+                path: p.clone(),
+                message: e.to_string(),
+            })?,
+            None => Tokenizer::from_gguf(&ct)
+                .map_err(|e| model_err(format!("tokenizer from metadata: {e}")))?,
+        };
+        if opts.tokenizer_json.is_none()
+            && meta_str("tokenizer.ggml.pre").as_deref() == Some("smollm")
+        {
+            // candle does not know SmolLM's pre-tokenizer: it splits digits one by one. With this
+            // sequence the token ids equal llama.cpp's.
+            tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
+                Digits::new(true).into(),
+                ByteLevel::new(false, true, true).into(),
+            ])));
+        }
+        let token_text = |key: &str| {
+            ct.metadata
+                .get(key)
+                .and_then(|v| v.to_u32().ok())
+                .and_then(|id| tokenizer.id_to_token(id))
+                .unwrap_or_default()
+        };
+        let bos_token = token_text("tokenizer.ggml.bos_token_id");
+        let eos_token = token_text("tokenizer.ggml.eos_token_id");
+        let mut stop_ids: Vec<u32> = END_OF_TURN
+            .iter()
+            .filter_map(|t| tokenizer.token_to_id(t))
+            .collect();
+        if let Some(eos) = tokenizer.token_to_id(&eos_token) {
+            stop_ids.push(eos);
+        }
+        stop_ids.sort_unstable();
+        stop_ids.dedup();
+
+        let name = meta_str("general.name").unwrap_or_else(|| "gguf".into());
+        let device = Device::Cpu;
+        let model = if opts.requantize_q8 {
+            let mut bytes = requantize_to_q8(&ct, &mut file)
+                .map_err(|e| model_err(format!("re-quantising: {e}")))?;
+            let ct2 = gguf_file::Content::read(&mut bytes)?;
+            ModelWeights::from_gguf(ct2, &mut bytes, &device)?
+        } else {
+            ModelWeights::from_gguf(ct, &mut file, &device)?
+        };
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let id = format!(
+            "{}:{}:{size}{}",
+            name.replace(' ', "-"),
+            path.file_name()
+                .map_or(String::new(), |f| f.to_string_lossy().into_owned()),
+            if opts.requantize_q8 { ":q8" } else { "" }
+        );
+        Ok(LocalGguf {
+            model,
+            tokenizer,
+            template,
+            bos_token,
+            eos_token,
+            stop_ids,
+            context_len,
+            device,
+            id,
+        })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The prompt text the model's own chat template makes of `messages`.
+    pub fn render_prompt(&self, messages: &[ChatMessage]) -> Result<String> {
+        let mut env = minijinja::Environment::new();
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        env.add_template("chat", &self.template)
+            .map_err(|e| LlmError::Template(e.to_string()))?;
+        env.get_template("chat")
+            .and_then(|t| {
+                t.render(minijinja::context! {
+                    messages => messages,
+                    add_generation_prompt => true,
+                    bos_token => &self.bos_token,
+                    eos_token => &self.eos_token,
+                })
+            })
+            .map_err(|e| LlmError::Template(e.to_string()))
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))?
+            .get_ids()
+            .to_vec())
+    }
+}
+
+impl ChatModel for LocalGguf {
+    fn model_id(&self) -> &str {
+        &self.id
+    }
+
+    fn chat(&mut self, messages: &[ChatMessage], params: &SamplingParams) -> Result<Completion> {
+        let prompt = self.render_prompt(messages)?;
+        let prompt_ids = self.encode(&prompt)?;
+        if prompt_ids.len() + params.max_tokens > self.context_len {
+            return Err(LlmError::ContextOverflow {
+                prompt: prompt_ids.len() + params.max_tokens,
+                context: self.context_len,
+            });
+        }
+        let sampling = if params.temperature <= 0.0 {
+            Sampling::ArgMax
+        } else {
+            let temperature = params.temperature;
+            match (params.top_k, params.top_p) {
+                (None, None) => Sampling::All { temperature },
+                (Some(k), None) => Sampling::TopK { k, temperature },
+                (None, Some(p)) => Sampling::TopP { p, temperature },
+                (Some(k), Some(p)) => Sampling::TopKThenTopP { k, p, temperature },
+            }
+        };
+        let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling);
+
+        self.model.clear_kv_cache();
+        let started = Instant::now();
+        let input = Tensor::new(prompt_ids.as_slice(), &self.device)?.unsqueeze(0)?;
+        let mut logits = self.model.forward(&input, 0)?;
+        let prefill_seconds = started.elapsed().as_secs_f64();
+
+        let decode_started = Instant::now();
+        let mut generated: Vec<u32> = Vec::new();
+        let mut finish_reason = FinishReason::Length;
+        while generated.len() < params.max_tokens {
+            let mut l = logits.squeeze(0)?.to_dtype(candle_core::DType::F32)?;
+            if params.repeat_penalty != 1.0 && !generated.is_empty() {
+                let start = generated.len().saturating_sub(params.repeat_last_n);
+                l = candle_transformers::utils::apply_repeat_penalty(
+                    &l,
+                    params.repeat_penalty,
+                    &generated[start..],
+                )?;
+            }
+            let next = sampler.sample(&l)?;
+            if self.stop_ids.contains(&next) {
+                finish_reason = FinishReason::Stop;
+                break;
+            }
+            generated.push(next);
+            if generated.len() == params.max_tokens {
+                break;
+            }
+            let input = Tensor::new(&[next], &self.device)?.unsqueeze(0)?;
+            logits = self
+                .model
+                .forward(&input, prompt_ids.len() + generated.len() - 1)?;
+        }
+        let text = self
+            .tokenizer
+            .decode(&generated, true)
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
+        Ok(Completion {
+            text: text.trim().to_string(),
+            finish_reason,
+            prompt_tokens: prompt_ids.len(),
+            completion_tokens: generated.len(),
+            prefill_seconds,
+            decode_seconds: decode_started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Rewrites a GGUF in memory with its 4/5-bit matrices re-quantised to Q8_0 (same metadata).
+fn requantize_to_q8<R: std::io::Read + Seek>(
+    ct: &gguf_file::Content,
+    reader: &mut R,
+) -> candle_core::Result<Cursor<Vec<u8>>> {
+    let cpu = Device::Cpu;
+    let mut names: Vec<&String> = ct.tensor_infos.keys().collect();
+    names.sort();
+    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(names.len());
+    for name in names {
+        let q = ct.tensor(reader, name, &cpu)?;
+        let low_bit = matches!(
+            q.dtype(),
+            GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
+        );
+        let q = if low_bit && q.shape().dims().last().is_some_and(|d| d % 32 == 0) {
+            QTensor::quantize(&q.dequantize(&cpu)?, GgmlDType::Q8_0)?
+        } else {
+            q
+        };
+        tensors.push((name.clone(), q));
+    }
+    let metadata: Vec<(&str, &gguf_file::Value)> =
+        ct.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, q)| (n.as_str(), q)).collect();
+    let mut out = Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &metadata, &refs)?;
+    out.rewind()?;
+    Ok(out)
+}
