@@ -123,11 +123,11 @@ pub fn split_items(text: &str) -> (Vec<String>, Vec<String>) {
                 continue;
             }
         }
+        let continuation = if prev_blank { None } else { current.as_mut() };
         if let Some(caps) = bullet_re().captures(line) {
             flush(&mut current, section);
             current = Some(caps[1].to_string());
-        } else if current.is_some() && !prev_blank {
-            let item = current.as_mut().expect("checked is_some");
+        } else if let Some(item) = continuation {
             item.push(' ');
             item.push_str(line);
         } else if line.ends_with(':') && line.len() <= 60 {

@@ -1,0 +1,220 @@
+//! The `trialforge` binary, end to end on the bundled data.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run(args: &[&str], cache: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trialforge"))
+        .args(args)
+        .current_dir(root())
+        .env("TRIALFORGE_CACHE", cache)
+        .output()
+        .expect("run trialforge")
+}
+
+fn json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+#[test]
+fn data_import_json_prints_the_readme_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(
+        &["data", "import", "--format", "top", "data/top", "--json"],
+        tmp.path(),
+    );
+    let v = json(&out);
+    let got: Vec<(String, u64, u64, u64)> = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let name = f["file"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string();
+            (
+                name,
+                f["rows"].as_u64().unwrap(),
+                f["success"].as_u64().unwrap(),
+                f["failure"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want = [
+        ("phase_III_test.csv", 1146, 859, 287),
+        ("phase_III_valid.csv", 344, 229, 115),
+        ("phase_II_valid.csv", 446, 208, 238),
+        ("phase_I_test.csv", 627, 347, 280),
+        ("phase_I_train.csv", 1044, 592, 452),
+        ("phase_I_valid.csv", 117, 67, 50),
+    ];
+    let want: Vec<(String, u64, u64, u64)> = want
+        .iter()
+        .map(|(n, r, s, f)| (n.to_string(), *r, *s, *f))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(v["total"]["rows"], 3724);
+}
+
+#[test]
+fn bad_csv_row_fails_by_default_and_is_skipped_only_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = std::fs::read_to_string(root().join("data/top/phase_I_valid.csv")).unwrap();
+    // Corrupt the label of the first data row.
+    let bad = src.replacen(",completed,,1,", ",completed,,maybe,", 1);
+    assert_ne!(bad, src);
+    let p = tmp.path().join("phase_I_valid.csv");
+    std::fs::write(&p, bad).unwrap();
+    let p = p.to_str().unwrap();
+
+    let out = run(&["data", "import", p], tmp.path());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("phase_I_valid.csv:")
+            && err.contains("field `label`: expected 0 or 1, found `maybe`"),
+        "{err}"
+    );
+
+    let corpus = tmp.path().join("c.jsonl");
+    let out = run(
+        &[
+            "data",
+            "import",
+            p,
+            "--skip-bad",
+            "--json",
+            "-o",
+            corpus.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    let v = json(&out);
+    assert_eq!(v["files"][0]["rows"], 116);
+    assert_eq!(v["files"][0]["skipped"], 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped:"));
+    assert_eq!(
+        std::fs::read_to_string(&corpus).unwrap().lines().count(),
+        116
+    );
+}
+
+#[test]
+fn missing_file_and_v1_record_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(&["data", "import", "no/such.csv"], tmp.path());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such.csv"));
+    let out = run(
+        &["data", "import", "data/ctgov-samples/legacy-v1"],
+        tmp.path(),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("retired ClinicalTrials.gov classic API"));
+}
+
+#[test]
+fn fetch_ctgov_pages_from_a_local_server_into_importable_jsonl() {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", server.server_addr().to_ip().unwrap());
+    let study: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("data/ctgov-samples/v2/NCT02210780.json")).unwrap(),
+    )
+    .unwrap();
+    std::thread::spawn(move || {
+        for (i, req) in server.incoming_requests().enumerate() {
+            let mut body = serde_json::json!({"studies": [study.clone(), study.clone()]});
+            if i == 0 {
+                body["nextPageToken"] = "p2".into();
+            }
+            let _ = req.respond(tiny_http::Response::from_string(body.to_string()));
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let out_file = tmp.path().join("fetched.jsonl");
+    let out = run(
+        &[
+            "data",
+            "fetch",
+            "ctgov",
+            "--query",
+            "dupilumab",
+            "--max",
+            "3",
+            "--page-size",
+            "2",
+            "--base-url",
+            &base,
+            "-o",
+            out_file.to_str().unwrap(),
+            "--json",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(json(&out)["studies"], 3);
+    let out = run(
+        &["data", "import", out_file.to_str().unwrap(), "--json"],
+        tmp.path(),
+    );
+    assert_eq!(json(&out)["total"]["rows"], 3);
+}
+
+#[test]
+fn search_finds_the_matching_fixture_trial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(
+        &[
+            "search",
+            "--corpus",
+            "data/ctgov-samples/v2",
+            "dupilumab for atopic dermatitis in adults",
+            "-k",
+            "3",
+            "--json",
+        ],
+        tmp.path(),
+    );
+    let v = json(&out);
+    let hits = v.as_array().unwrap();
+    assert_eq!(hits.len(), 3);
+    assert_eq!(hits[0]["id"], "NCT02210780");
+    assert!(hits[0]["score"].as_f64().unwrap() > hits[1]["score"].as_f64().unwrap());
+    // A second run is served from the embedding cache and gives the same answer.
+    let again = json(&run(
+        &[
+            "search",
+            "--corpus",
+            "data/ctgov-samples/v2",
+            "dupilumab for atopic dermatitis in adults",
+            "-k",
+            "3",
+            "--json",
+        ],
+        tmp.path(),
+    ));
+    assert_eq!(again, v);
+    let out = run(
+        &["embed", "--corpus", "data/ctgov-samples/v2", "--json"],
+        tmp.path(),
+    );
+    assert_eq!(
+        json(&out)["encoded"],
+        0,
+        "everything was cached by the searches"
+    );
+}
