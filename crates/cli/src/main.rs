@@ -40,8 +40,23 @@ enum Command {
     Search(commands::embed::SearchArgs),
     /// Ask the local LLM one question (a check that generation works).
     Chat(commands::chat::ChatArgs),
+    /// Benchmarks (TOP: train on train, select on valid, bootstrap-score on test, beside HINT).
+    #[command(subcommand)]
+    Benchmark(BenchmarkCommand),
+    /// Train an outcome model on labelled trials; writes config.json + weights.safetensors.
+    Train(commands::predict::TrainArgs),
+    /// Score a trained model on labelled trials (PR-AUC, ROC-AUC, F1, Brier; bootstrap mean ± std).
+    Evaluate(commands::predict::EvaluateArgs),
+    /// Probability of success for each trial (CSV `id,probability`, or JSON with --json).
+    Predict(commands::predict::PredictArgs),
     /// Run the whole pipeline on the bundled data and local models, end to end.
     Demo(commands::demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum BenchmarkCommand {
+    /// The TOP trial outcome benchmark (HINT, Fu et al. 2022) for one phase.
+    Top(commands::predict::BenchmarkTopArgs),
 }
 
 #[derive(Subcommand)]
@@ -94,6 +109,10 @@ fn main() -> std::process::ExitCode {
         Command::Embed(a) => commands::embed::embed(&ctx, a),
         Command::Search(a) => commands::embed::search(&ctx, a),
         Command::Chat(a) => commands::chat::chat(&ctx, a),
+        Command::Benchmark(BenchmarkCommand::Top(a)) => commands::predict::benchmark_top(&ctx, a),
+        Command::Train(a) => commands::predict::train(&ctx, a),
+        Command::Evaluate(a) => commands::predict::evaluate(&ctx, a),
+        Command::Predict(a) => commands::predict::predict(&ctx, a),
         Command::Demo(a) => commands::demo::demo(&ctx, a),
     };
     match result {

@@ -26,6 +26,27 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Trial>, ImportError> {
     Ok(out)
 }
 
+/// Reads a corpus, or a `.json` file holding one trial record or an array of them.
+pub fn read(path: &Path) -> Result<Vec<Trial>, ImportError> {
+    if path.extension().is_some_and(|x| x == "json") {
+        let text = std::fs::read_to_string(path).map_err(|e| ImportError::io(path, e))?;
+        let err = |e: serde_json::Error| ImportError::Json {
+            file: path.to_path_buf(),
+            line: Some(e.line() as u64),
+            path: "$".into(),
+            message: format!("not a trialforge trial record (or an array of them): {e}"),
+        };
+        return if text.trim_start().starts_with('[') {
+            serde_json::from_str(&text).map_err(err)
+        } else {
+            serde_json::from_str::<Trial>(&text)
+                .map(|t| vec![t])
+                .map_err(err)
+        };
+    }
+    read_jsonl(path)
+}
+
 /// Writes a corpus atomically: to a temporary file beside `path`, then renamed over it, so a crash
 /// never leaves a half-written corpus behind.
 pub fn write_jsonl(path: &Path, trials: &[Trial]) -> std::io::Result<()> {

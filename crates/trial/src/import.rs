@@ -9,8 +9,9 @@ use crate::{corpus, ctgov};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Format {
-    /// Decide from the path: `.csv` (or a folder of them) is TOP; `.json`, or `.jsonl` whose first
-    /// record has a `protocolSection`, is ClinicalTrials.gov; other `.jsonl` is a trialforge corpus.
+    /// Decide from the path: `.csv` (or a folder of them) is TOP; `.json` / `.jsonl` holding API v2
+    /// studies (`protocolSection`, `studies`) is ClinicalTrials.gov; other `.json` / `.jsonl` is a
+    /// trialforge corpus (or a single trial record).
     #[default]
     Auto,
     Top,
@@ -50,10 +51,7 @@ pub fn detect(path: &Path) -> Result<Format, ImportError> {
     if ext(path, "csv") {
         return Ok(Format::Top);
     }
-    if ext(path, "json") {
-        return Ok(Format::Ctgov);
-    }
-    if ext(path, "jsonl") {
+    if ext(path, "json") || ext(path, "jsonl") {
         use std::io::BufRead;
         let f = std::fs::File::open(path).map_err(|e| ImportError::io(path, e))?;
         let first = std::io::BufReader::new(f)
@@ -61,7 +59,26 @@ pub fn detect(path: &Path) -> Result<Format, ImportError> {
             .map_while(Result::ok)
             .find(|l| !l.trim().is_empty())
             .unwrap_or_default();
-        return Ok(if first.contains("\"protocolSection\"") {
+        // A pretty-printed study has `"protocolSection"` on a later line: look a little further.
+        let head: String = std::io::BufReader::new(
+            std::fs::File::open(path).map_err(|e| ImportError::io(path, e))?,
+        )
+        .lines()
+        .map_while(Result::ok)
+        .take(50)
+        .collect::<Vec<_>>()
+        .join("\n");
+        let looks_ctgov = |s: &str| {
+            [
+                "\"protocolSection\"",
+                "\"studies\"",
+                "\"FullStudiesResponse\"",
+                "\"ProtocolSection\"",
+            ]
+            .iter()
+            .any(|k| s.contains(k))
+        };
+        return Ok(if looks_ctgov(&first) || looks_ctgov(&head) {
             Format::Ctgov
         } else {
             Format::Corpus
@@ -93,7 +110,7 @@ pub fn read(
     match format {
         Format::Top => top::read_path(path, opts),
         Format::Ctgov => Ok(whole(ctgov::read_path(path)?)),
-        Format::Corpus => Ok(whole(corpus::read_jsonl(path)?)),
+        Format::Corpus => Ok(whole(corpus::read(path)?)),
         Format::Auto => unreachable!("resolved above"),
     }
 }

@@ -5,6 +5,7 @@ pub mod data;
 pub mod demo;
 pub mod embed;
 pub mod models;
+pub mod predict;
 
 use std::path::PathBuf;
 

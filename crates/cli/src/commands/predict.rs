@@ -1,0 +1,364 @@
+//! `benchmark top`, `train`, `evaluate` and `predict`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Serialize;
+use trialforge_encode::BertEncoder;
+use trialforge_predict::benchmark::{
+    self, examples, predict_trials, BenchmarkOptions, BenchmarkReport, ModelRow, TopPhase,
+};
+use trialforge_predict::embedding::{CachedProtocolEmbedder, EmbedMlp, EmbedMlpParams};
+use trialforge_predict::metrics::{bootstrap, bootstrap_indices, BootstrapScores};
+use trialforge_predict::tfidf::{TfidfLr, TfidfLrParams};
+use trialforge_predict::{load_model, ModelKind, OutcomeModel};
+
+use super::embed::{CorpusArgs, EncoderArgs};
+use super::Ctx;
+
+/// Builds the encoder adapter with a progress bar, when any of `kinds` needs one.
+fn embedder<'a>(
+    ctx: &Ctx,
+    args: &EncoderArgs,
+    needed: bool,
+    encoder: &'a mut Option<BertEncoder>,
+) -> anyhow::Result<Option<CachedProtocolEmbedder<'a>>> {
+    if !needed {
+        return Ok(None);
+    }
+    *encoder = Some(args.load(ctx)?);
+    let pb = crate::progress::bar(0, "embedding");
+    Ok(Some(CachedProtocolEmbedder {
+        encoder: encoder.as_ref().expect("just set"),
+        cache_dir: crate::paths::cache_dir(),
+        progress: Box::new(move |done, total| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+            if done == total {
+                pb.finish_and_clear();
+            }
+        }),
+    }))
+}
+
+fn new_model<'e>(
+    kind: ModelKind,
+    seed: u64,
+    embedder: Option<&'e CachedProtocolEmbedder<'e>>,
+) -> anyhow::Result<Box<dyn OutcomeModel + 'e>> {
+    Ok(match kind {
+        ModelKind::TfidfLr => {
+            let mut p = TfidfLrParams::default();
+            p.train.seed = seed;
+            Box::new(TfidfLr::new(p))
+        }
+        ModelKind::EmbedMlp => {
+            let mut p = EmbedMlpParams::default();
+            p.train.seed = seed;
+            Box::new(EmbedMlp::new(
+                p,
+                embedder.context("embed-mlp needs the encoder")?,
+            ))
+        }
+    })
+}
+
+fn parse_models(list: &str) -> anyhow::Result<Vec<ModelKind>> {
+    if list == "all" {
+        return Ok(ModelKind::ALL.to_vec());
+    }
+    list.split(',')
+        .map(|s| s.trim().parse().map_err(anyhow::Error::msg))
+        .collect()
+}
+
+#[derive(Args)]
+pub struct BenchmarkTopArgs {
+    /// Folder with the TOP files (phase_I_train.csv, ..., aux/hint_predictions_*) [default: the bundled data/top].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Phase: I, II or III.
+    #[arg(long, default_value = "I")]
+    pub phase: TopPhase,
+    /// Comma-separated models, or `all` (tfidf-lr, embed-mlp).
+    #[arg(long, default_value = "all")]
+    pub models: String,
+    /// Bootstrap resamples of the test set (HINT uses 20).
+    #[arg(long, default_value_t = 20)]
+    pub resamples: usize,
+    /// Seed for training and the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
+}
+
+pub fn run_benchmark(ctx: &Ctx, a: &BenchmarkTopArgs) -> anyhow::Result<BenchmarkReport> {
+    let kinds = parse_models(&a.models)?;
+    let mut encoder = None;
+    let emb = embedder(
+        ctx,
+        &a.encoder,
+        kinds.iter().any(|k| k.needs_encoder()),
+        &mut encoder,
+    )?;
+    let opts = BenchmarkOptions {
+        data_dir: a
+            .data
+            .clone()
+            .unwrap_or_else(|| crate::paths::bundled_data().join("top")),
+        phase: a.phase,
+        models: kinds,
+        resamples: a.resamples,
+        seed: a.seed,
+    };
+    let spinner = crate::progress::spinner("training");
+    let report = benchmark::run(
+        &opts,
+        |k| {
+            new_model(k, a.seed, emb.as_ref())
+                .map_err(|e| trialforge_predict::PredictError::Invalid(format!("{e:#}")))
+        },
+        |m| spinner.set_message(format!("training {m}")),
+    )?;
+    spinner.finish_and_clear();
+    Ok(report)
+}
+
+fn fmt_row(r: &ModelRow) -> String {
+    match &r.scores {
+        Some(s) => format!(
+            "{:<28} {:.3} ± {:.3}   {:.3} ± {:.3}   {:.3} ± {:.3}   {:.3}   {}",
+            r.model,
+            s.pr_auc.mean,
+            s.pr_auc.std,
+            s.roc_auc.mean,
+            s.roc_auc.std,
+            s.f1.mean,
+            s.f1.std,
+            s.brier.mean,
+            r.train_seconds
+                .map_or(String::new(), |t| format!("{t:.1}s"))
+        ),
+        None => format!("{:<28} {}", r.model, r.status),
+    }
+}
+
+pub fn format_report(r: &BenchmarkReport) -> String {
+    let mut s = format!(
+        "TOP phase {:?}: {} (mean ± std over {} bootstrap resamples of the test set, seed {})\n",
+        r.phase,
+        r.splits
+            .iter()
+            .map(|sp| format!(
+                "{} {}",
+                sp.file,
+                sp.rows
+                    .map_or("missing".to_string(), |n| format!("{n} rows"))
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.resamples,
+        r.seed
+    );
+    s += &format!(
+        "{:<28} {:<15} {:<15} {:<15} {:<7} {}\n",
+        "model", "PR-AUC", "ROC-AUC", "F1@0.5", "Brier", "train"
+    );
+    for row in r.rows.iter().chain(std::iter::once(&r.reference)) {
+        s += &fmt_row(row);
+        s.push('\n');
+    }
+    s.trim_end().to_string()
+}
+
+pub fn benchmark_top(ctx: &Ctx, a: BenchmarkTopArgs) -> anyhow::Result<()> {
+    let report = run_benchmark(ctx, &a)?;
+    ctx.emit(&report, || format_report(&report))
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Model kind: tfidf-lr or embed-mlp.
+    #[arg(long)]
+    pub model: ModelKind,
+    /// Labelled training trials (any input `data import` reads).
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Labelled validation trials, for early stopping and model selection.
+    #[arg(long)]
+    pub valid: Option<PathBuf>,
+    /// Output folder (config.json + weights.safetensors).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
+}
+
+#[derive(Serialize)]
+struct TrainSummary {
+    model: String,
+    train: usize,
+    valid: usize,
+    out: String,
+}
+
+fn load_trials(path: &std::path::Path) -> anyhow::Result<Vec<trialforge_trial::Trial>> {
+    CorpusArgs {
+        corpus: path.to_path_buf(),
+        format: trialforge_trial::Format::Auto,
+    }
+    .load()
+}
+
+pub fn train(ctx: &Ctx, a: TrainArgs) -> anyhow::Result<()> {
+    let train = load_trials(&a.train)?;
+    let valid = a
+        .valid
+        .as_deref()
+        .map(load_trials)
+        .transpose()?
+        .unwrap_or_default();
+    let (tr, va) = (examples(&train), examples(&valid));
+    anyhow::ensure!(!tr.is_empty(), "{}: no labelled trials", a.train.display());
+    let mut encoder = None;
+    let emb = embedder(ctx, &a.encoder, a.model.needs_encoder(), &mut encoder)?;
+    let mut model = new_model(a.model, a.seed, emb.as_ref())?;
+    let spinner = crate::progress::spinner(&format!("training {}", a.model.name()));
+    model.fit(&tr, &va)?;
+    spinner.finish_and_clear();
+    model.save(&a.out)?;
+    let s = TrainSummary {
+        model: a.model.name().into(),
+        train: tr.len(),
+        valid: va.len(),
+        out: a.out.display().to_string(),
+    };
+    ctx.emit(&s, || {
+        format!(
+            "trained {} on {} trials ({} for validation) -> {}",
+            s.model, s.train, s.valid, s.out
+        )
+    })
+}
+
+#[derive(Args)]
+pub struct EvaluateArgs {
+    /// A model folder written by `train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Labelled trials to evaluate on.
+    #[arg(long)]
+    pub corpus: PathBuf,
+    #[arg(long, default_value_t = 20)]
+    pub resamples: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
+}
+
+fn needs_encoder(model_dir: &std::path::Path) -> anyhow::Result<bool> {
+    let p = model_dir.join("config.json");
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+    )?;
+    Ok(v["kind"]
+        .as_str()
+        .and_then(|k| k.parse::<ModelKind>().ok())
+        .is_some_and(|k| k.needs_encoder()))
+}
+
+pub fn evaluate(ctx: &Ctx, a: EvaluateArgs) -> anyhow::Result<()> {
+    let trials: Vec<_> = load_trials(&a.corpus)?
+        .into_iter()
+        .filter(|t| t.label.is_some())
+        .collect();
+    anyhow::ensure!(
+        !trials.is_empty(),
+        "{}: no labelled trials",
+        a.corpus.display()
+    );
+    let mut encoder = None;
+    let emb = embedder(ctx, &a.encoder, needs_encoder(&a.model)?, &mut encoder)?;
+    let model = load_model(&a.model, emb.as_ref().map(|e| e as _))?;
+    let scores = predict_trials(model.as_ref(), &trials)?;
+    let labels: Vec<u8> = trials
+        .iter()
+        .filter_map(|t| t.label.map(u8::from))
+        .collect();
+    let b: BootstrapScores = bootstrap(
+        &labels,
+        &scores,
+        &bootstrap_indices(trials.len(), a.resamples, a.seed),
+    );
+    ctx.emit(&b, || {
+        format!(
+            "{} trials: PR-AUC {:.3} ± {:.3}, ROC-AUC {:.3} ± {:.3}, F1 {:.3} ± {:.3}, Brier {:.3} (over {} resamples)",
+            trials.len(),
+            b.pr_auc.mean,
+            b.pr_auc.std,
+            b.roc_auc.mean,
+            b.roc_auc.std,
+            b.f1.mean,
+            b.f1.std,
+            b.brier.mean,
+            a.resamples
+        )
+    })
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// A model folder written by `train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Trials to score: one trial JSON, a ClinicalTrials.gov study, a corpus, TOP CSV...
+    pub input: PathBuf,
+    /// Write `id,probability` CSV here (default: stdout).
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
+}
+
+#[derive(Serialize)]
+struct Prediction {
+    id: String,
+    probability: f32,
+}
+
+pub fn predict(ctx: &Ctx, a: PredictArgs) -> anyhow::Result<()> {
+    let trials = load_trials(&a.input)?;
+    let mut encoder = None;
+    let emb = embedder(ctx, &a.encoder, needs_encoder(&a.model)?, &mut encoder)?;
+    let model = load_model(&a.model, emb.as_ref().map(|e| e as _))?;
+    let scores = predict_trials(model.as_ref(), &trials)?;
+    let rows: Vec<Prediction> = trials
+        .iter()
+        .zip(scores)
+        .map(|(t, p)| Prediction {
+            id: t.id.clone(),
+            probability: p,
+        })
+        .collect();
+    if ctx.json {
+        return ctx.emit(&rows, String::new);
+    }
+    let mut w = csv::Writer::from_writer(match &a.out {
+        Some(p) => {
+            Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)
+                as Box<dyn Write>
+        }
+        None => Box::new(std::io::stdout()),
+    });
+    for r in &rows {
+        w.serialize(r)?;
+    }
+    w.flush()?;
+    Ok(())
+}

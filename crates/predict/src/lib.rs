@@ -1,0 +1,48 @@
+//! Trial outcome prediction for trialforge: models behind one [`OutcomeModel`] fit / predict /
+//! save / load interface, the binary-outcome metrics of the TOP benchmark with HINT's bootstrap
+//! protocol, and the benchmark harness.
+//!
+//! Models only ever see [`Protocol`]s (never a `Trial`), so status and stop reason, which give the
+//! label away, cannot reach them.
+
+pub mod benchmark;
+pub mod embedding;
+pub mod metrics;
+pub mod model;
+pub mod nn;
+pub mod tfidf;
+
+pub use model::{load_model, Example, ModelKind, OutcomeModel};
+
+use trialforge_trial::Protocol;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PredictError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("tensor computation: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("encoder: {0}")]
+    Encode(#[from] trialforge_encode::EncodeError),
+    #[error("{}: {message}", path.display())]
+    Format {
+        path: std::path::PathBuf,
+        message: String,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, PredictError>;
+
+/// Turns protocols into dense vectors (an encoder with its cache, in practice).
+pub trait ProtocolEmbedder {
+    /// Identifies the encoder; saved with a model and checked when it is loaded.
+    fn id(&self) -> String;
+    fn dim(&self) -> usize;
+    fn embed(&self, protocols: &[&Protocol]) -> Result<Vec<Vec<f32>>>;
+}

@@ -1,0 +1,122 @@
+//! The model interface (linfa-style fit / predict) and model files on disk.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use trialforge_trial::{Label, Protocol};
+
+use crate::{PredictError, ProtocolEmbedder, Result};
+
+/// A training example: the protocol and its outcome. No status, no stop reason.
+#[derive(Clone, Copy, Debug)]
+pub struct Example<'a> {
+    pub protocol: &'a Protocol,
+    pub label: Label,
+}
+
+/// The models trialforge can train.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// TF-IDF over criteria, conditions, drugs and ICD codes + L2 logistic regression.
+    TfidfLr,
+    /// MLP on sentence-encoder embeddings of the protocol rendering.
+    EmbedMlp,
+}
+
+impl ModelKind {
+    pub const ALL: [ModelKind; 2] = [ModelKind::TfidfLr, ModelKind::EmbedMlp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::TfidfLr => "tfidf-lr",
+            ModelKind::EmbedMlp => "embed-mlp",
+        }
+    }
+
+    pub fn needs_encoder(self) -> bool {
+        matches!(self, ModelKind::EmbedMlp)
+    }
+}
+
+impl std::str::FromStr for ModelKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        ModelKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ModelKind::ALL.iter().map(|k| k.name()).collect();
+                format!(
+                    "unknown model `{s}` (expected one of: {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// An outcome model: fit on labelled protocols, predict the probability of success.
+pub trait OutcomeModel {
+    fn kind(&self) -> ModelKind;
+    /// Trains on `train`; `valid` is used for early stopping and model selection only.
+    fn fit(&mut self, train: &[Example], valid: &[Example]) -> Result<()>;
+    /// Probability of success for each protocol.
+    fn predict(&self, protocols: &[&Protocol]) -> Result<Vec<f32>>;
+    /// Writes `config.json` and `weights.safetensors` into `dir`.
+    fn save(&self, dir: &Path) -> Result<()>;
+}
+
+/// What every model's `config.json` starts with.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Header {
+    pub kind: ModelKind,
+    pub trialforge_version: String,
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PredictError + '_ {
+    move |source| PredictError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub(crate) fn write_config<T: Serialize>(dir: &Path, config: &T) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let p = dir.join("config.json");
+    let text =
+        serde_json::to_string_pretty(config).map_err(|e| PredictError::Invalid(e.to_string()))?;
+    std::fs::write(&p, text).map_err(io_err(&p))
+}
+
+pub(crate) fn read_config<T: for<'de> Deserialize<'de>>(dir: &Path) -> Result<T> {
+    let p = dir.join("config.json");
+    let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
+    serde_json::from_str(&text).map_err(|e| PredictError::Format {
+        path: p,
+        message: format!("not a trialforge model config: {e}"),
+    })
+}
+
+/// Loads a saved model; models that read embeddings need the same encoder they were trained with.
+pub fn load_model<'e>(
+    dir: &Path,
+    embedder: Option<&'e dyn ProtocolEmbedder>,
+) -> Result<Box<dyn OutcomeModel + 'e>> {
+    let header: Header = read_config(dir)?;
+    Ok(match header.kind {
+        ModelKind::TfidfLr => Box::new(crate::tfidf::TfidfLr::load(dir)?),
+        ModelKind::EmbedMlp => {
+            let e = embedder.ok_or_else(|| {
+                PredictError::Invalid(
+                    "this model reads embeddings: give it the encoder it was trained with".into(),
+                )
+            })?;
+            Box::new(crate::embedding::EmbedMlp::load(dir, e)?)
+        }
+    })
+}
+
+/// Labels as 0/1 bytes.
+pub(crate) fn labels(examples: &[Example]) -> Vec<u8> {
+    examples.iter().map(|e| u8::from(e.label)).collect()
+}

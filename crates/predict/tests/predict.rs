@@ -1,0 +1,243 @@
+//! Outcome models on small slices of the bundled TOP data: training, save/load, the leak guard,
+//! and HINT's shipped predictions scored against values computed independently (Python, by hand).
+
+use std::path::PathBuf;
+
+use trialforge_predict::benchmark::{self, examples, predict_trials, BenchmarkOptions, TopPhase};
+use trialforge_predict::embedding::{EmbedMlp, EmbedMlpParams};
+use trialforge_predict::metrics::Scores;
+use trialforge_predict::tfidf::{TfidfLr, TfidfLrParams};
+use trialforge_predict::{load_model, ModelKind, OutcomeModel, ProtocolEmbedder};
+use trialforge_trial::top::{self, ImportOptions};
+use trialforge_trial::{PostHoc, Protocol, Trial};
+
+fn top_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/top")
+}
+
+fn split(name: &str) -> Vec<Trial> {
+    top::read_file(&top_dir().join(name), ImportOptions::default())
+        .unwrap()
+        .trials
+}
+
+/// A deterministic stand-in encoder: hashed word counts, unit length. Fast, so the MLP's training
+/// path is tested without the real encoder.
+struct HashEmbedder;
+impl ProtocolEmbedder for HashEmbedder {
+    fn id(&self) -> String {
+        "hash-64".into()
+    }
+    fn dim(&self) -> usize {
+        64
+    }
+    fn embed(&self, ps: &[&Protocol]) -> trialforge_predict::Result<Vec<Vec<f32>>> {
+        Ok(ps
+            .iter()
+            .map(|p| {
+                let mut v = vec![0.0f32; 64];
+                for w in trialforge_trial::render::protocol_text(p).split_whitespace() {
+                    let h = w
+                        .bytes()
+                        .fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
+                    v[(h % 64) as usize] += 1.0;
+                }
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+                v.iter().map(|x| x / n).collect()
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn hint_shipped_predictions_score_as_computed_independently() {
+    // AP 0.6355, ROC-AUC 0.5641, F1 0.6626 (phase I); 0.8679, 0.7209, 0.8485 (phase III), computed
+    // with a separate Python implementation of sklearn's definitions.
+    for (phase, ap, auc, f1) in [
+        (TopPhase::I, 0.6355, 0.5641, 0.6626),
+        (TopPhase::III, 0.8679, 0.7209, 0.8485),
+    ] {
+        let report = benchmark::run(
+            &BenchmarkOptions {
+                data_dir: top_dir(),
+                phase,
+                models: vec![],
+                resamples: 20,
+                seed: 0,
+            },
+            |_| unreachable!(),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(report.reference.status, "ok");
+        let s = report.reference.scores.unwrap();
+        assert!(
+            (s.point.pr_auc - ap).abs() < 5e-4,
+            "{phase:?} {}",
+            s.point.pr_auc
+        );
+        assert!(
+            (s.point.roc_auc - auc).abs() < 5e-4,
+            "{phase:?} {}",
+            s.point.roc_auc
+        );
+        assert!((s.point.f1 - f1).abs() < 5e-4, "{phase:?} {}", s.point.f1);
+        assert!(s.roc_auc.std > 0.0 && s.roc_auc.std < 0.1);
+    }
+}
+
+#[test]
+fn missing_splits_are_reported_not_skipped() {
+    let report = benchmark::run(
+        &BenchmarkOptions {
+            data_dir: top_dir(),
+            phase: TopPhase::II,
+            models: vec![ModelKind::TfidfLr],
+            resamples: 20,
+            seed: 0,
+        },
+        |_| Ok(Box::new(TfidfLr::new(TfidfLrParams::default()))),
+        |_| {},
+    )
+    .unwrap();
+    assert!(
+        report.rows[0]
+            .status
+            .starts_with("missing: phase_II_test.csv"),
+        "{}",
+        report.rows[0].status
+    );
+    assert!(report.reference.scores.is_none());
+    let report = benchmark::run(
+        &BenchmarkOptions {
+            data_dir: top_dir(),
+            phase: TopPhase::III,
+            models: vec![ModelKind::TfidfLr],
+            resamples: 20,
+            seed: 0,
+        },
+        |_| Ok(Box::new(TfidfLr::new(TfidfLrParams::default()))),
+        |_| {},
+    )
+    .unwrap();
+    assert!(
+        report.rows[0]
+            .status
+            .starts_with("missing: phase_III_train.csv"),
+        "{}",
+        report.rows[0].status
+    );
+    assert_eq!(
+        report.reference.status, "ok",
+        "HINT's row needs only the test split"
+    );
+}
+
+fn check_model(mut model: Box<dyn OutcomeModel + '_>, embedder: Option<&dyn ProtocolEmbedder>) {
+    let train = split("phase_I_train.csv");
+    let valid = split("phase_I_valid.csv");
+    let mut test = split("phase_I_test.csv");
+    let (train, test_slice) = (&train[..300], &mut test[..100]);
+    model.fit(&examples(train), &examples(&valid)).unwrap();
+    let before = predict_trials(model.as_ref(), test_slice).unwrap();
+    assert_eq!(before.len(), 100);
+    assert!(before.iter().all(|p| (0.0..=1.0).contains(p)));
+    assert!(
+        before.iter().any(|p| (p - before[0]).abs() > 1e-4),
+        "not a constant predictor"
+    );
+
+    // The leak guard: rewriting every test trial's status and stop reason changes nothing.
+    for (i, t) in test_slice.iter_mut().enumerate() {
+        t.post_hoc = PostHoc {
+            status: Some(
+                if i % 2 == 0 {
+                    "terminated"
+                } else {
+                    "completed"
+                }
+                .into(),
+            ),
+            why_stopped: Some("lack of efficacy".into()),
+        };
+    }
+    assert_eq!(predict_trials(model.as_ref(), test_slice).unwrap(), before);
+
+    // Save / load round trip: the same predictions, bit for bit.
+    let dir = tempfile::tempdir().unwrap();
+    model.save(dir.path()).unwrap();
+    let loaded = load_model(dir.path(), embedder).unwrap();
+    assert_eq!(loaded.kind(), model.kind());
+    assert_eq!(predict_trials(loaded.as_ref(), test_slice).unwrap(), before);
+
+    // Scores on the slice are better than chance for the weakest bar: finite metrics.
+    let labels: Vec<u8> = test_slice
+        .iter()
+        .map(|t| u8::from(t.label.unwrap()))
+        .collect();
+    let s = Scores::compute(&labels, &before);
+    assert!(s.roc_auc.is_finite() && s.pr_auc.is_finite());
+}
+
+#[test]
+fn tfidf_lr_trains_predicts_and_round_trips() {
+    check_model(Box::new(TfidfLr::new(TfidfLrParams::default())), None);
+}
+
+#[test]
+fn embed_mlp_trains_predicts_and_round_trips() {
+    let e = HashEmbedder;
+    let params = EmbedMlpParams {
+        hidden: 16,
+        ..Default::default()
+    };
+    check_model(Box::new(EmbedMlp::new(params, &e)), Some(&e));
+}
+
+#[test]
+fn training_is_reproducible_from_the_seed() {
+    let train = split("phase_I_valid.csv");
+    let run = |seed| {
+        let mut p = TfidfLrParams::default();
+        p.train.seed = seed;
+        let mut m = TfidfLr::new(p);
+        m.fit(&examples(&train[..80]), &examples(&train[80..]))
+            .unwrap();
+        predict_trials(&m, &train[80..]).unwrap()
+    };
+    assert_eq!(run(1), run(1));
+}
+
+#[test]
+fn loading_needs_the_same_encoder() {
+    struct Other;
+    impl ProtocolEmbedder for Other {
+        fn id(&self) -> String {
+            "other".into()
+        }
+        fn dim(&self) -> usize {
+            64
+        }
+        fn embed(&self, ps: &[&Protocol]) -> trialforge_predict::Result<Vec<Vec<f32>>> {
+            HashEmbedder.embed(ps)
+        }
+    }
+    let train = split("phase_I_valid.csv");
+    let e = HashEmbedder;
+    let mut m = EmbedMlp::new(
+        EmbedMlpParams {
+            hidden: 8,
+            ..Default::default()
+        },
+        &e,
+    );
+    m.fit(&examples(&train[..80]), &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    m.save(dir.path()).unwrap();
+    let err = load_model(dir.path(), Some(&Other))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("trained with encoder `hash-64`"), "{err}");
+    assert!(load_model(dir.path(), None).is_err());
+}
