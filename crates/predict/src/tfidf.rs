@@ -161,7 +161,7 @@ impl Default for TfidfLrParams {
         TfidfLrParams {
             min_df: 2,
             max_features: 30_000,
-            l2_grid: vec![1e-4, 1e-3, 1e-2],
+            l2_grid: vec![1e-5, 1e-4, 1e-3, 1e-2],
             train: TrainConfig {
                 learning_rate: 0.05,
                 l2: 0.0,

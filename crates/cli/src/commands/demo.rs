@@ -14,7 +14,9 @@ use trialforge_trial::{corpus, import, Counts, Format, Split};
 
 use super::chat::{format_completion, LlmArgs};
 use super::embed::{embed_trials, format_hits, search_corpus, EmbedStats, EncoderArgs, SearchHit};
+use super::predict::{format_report, run_benchmark, BenchmarkTopArgs};
 use super::Ctx;
+use trialforge_predict::benchmark::{BenchmarkReport, TopPhase};
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -48,6 +50,7 @@ struct DemoSummary {
     hits: Vec<SearchHit>,
     generation_prompt_trial: String,
     generation: Completion,
+    benchmark: BenchmarkReport,
     seconds: f64,
 }
 
@@ -149,6 +152,18 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
         format_completion(&generation)
     ));
 
+    say("== 6. outcome prediction: TOP phase I benchmark".into());
+    let bench_args = BenchmarkTopArgs {
+        data: Some(data.join("top")),
+        phase: TopPhase::I,
+        models: "all".into(),
+        resamples: 20,
+        seed: 0,
+        encoder: a.encoder.clone(),
+    };
+    let benchmark = run_benchmark(ctx, &bench_args)?;
+    say(format_report(&benchmark));
+
     let summary = DemoSummary {
         corpus: corpus_path.display().to_string(),
         counts,
@@ -157,6 +172,7 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
         hits,
         generation_prompt_trial: example.id.clone(),
         generation,
+        benchmark,
         seconds: started.elapsed().as_secs_f64(),
     };
     let summary_path = a.out.join("summary.json");
