@@ -2,8 +2,10 @@
 //! backend ([`LocalGguf`]: any llama-family GGUF, run by candle on the CPU); remote
 //! OpenAI-compatible servers implement the same trait.
 
+mod cache;
 mod local;
 
+pub use cache::CachedChat;
 pub use local::{LocalGguf, LocalOptions};
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +31,8 @@ pub enum LlmError {
     ContextOverflow { prompt: usize, context: usize },
     #[error("model forward pass: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error("constrained decoding: {0}")]
+    Constraint(String),
 }
 
 pub type Result<T> = std::result::Result<T, LlmError>;
@@ -109,6 +113,9 @@ pub struct Completion {
     /// Seconds spent on the prompt (prefill) and on generating (decode).
     pub prefill_seconds: f64,
     pub decode_seconds: f64,
+    /// Served from the response cache (no model call was made).
+    #[serde(default)]
+    pub cached: bool,
 }
 
 impl Completion {
@@ -125,5 +132,16 @@ impl Completion {
 pub trait ChatModel {
     /// Names the model (and its weights), for provenance and cache keys.
     fn model_id(&self) -> &str;
-    fn chat(&mut self, messages: &[ChatMessage], params: &SamplingParams) -> Result<Completion>;
+    /// Free-text answer.
+    fn chat(&mut self, messages: &[ChatMessage], params: &SamplingParams) -> Result<Completion> {
+        self.chat_json(messages, params, None)
+    }
+    /// With `schema`, the answer is a JSON document that satisfies that JSON Schema: decoding is
+    /// constrained to it where the backend can, and checked afterwards where it cannot.
+    fn chat_json(
+        &mut self,
+        messages: &[ChatMessage],
+        params: &SamplingParams,
+        schema: Option<&serde_json::Value>,
+    ) -> Result<Completion>;
 }

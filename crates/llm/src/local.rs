@@ -46,6 +46,9 @@ impl Default for LocalOptions {
 
 pub struct LocalGguf {
     model: ModelWeights,
+    /// llguidance's view of the vocabulary, built on first constrained request.
+    guidance: Option<std::sync::Arc<llguidance::ParserFactory>>,
+    vocab_size: usize,
     tokenizer: Tokenizer,
     template: String,
     bos_token: String,
@@ -122,6 +125,11 @@ impl LocalGguf {
         stop_ids.dedup();
 
         let name = meta_str("general.name").unwrap_or_else(|| "gguf".into());
+        let ct_vocab_size = ct
+            .metadata
+            .get("tokenizer.ggml.tokens")
+            .and_then(|v| v.to_vec().ok())
+            .map_or(tokenizer.get_vocab_size(true), Vec::len);
         let device = Device::Cpu;
         let model = if opts.requantize_q8 {
             let mut bytes = requantize_to_q8(&ct, &mut file)
@@ -139,8 +147,11 @@ impl LocalGguf {
                 .map_or(String::new(), |f| f.to_string_lossy().into_owned()),
             if opts.requantize_q8 { ":q8" } else { "" }
         );
+        let vocab_size = ct_vocab_size;
         Ok(LocalGguf {
             model,
+            guidance: None,
+            vocab_size,
             tokenizer,
             template,
             bos_token,
@@ -183,6 +194,31 @@ impl LocalGguf {
             .map_err(|e| LlmError::Template(e.to_string()))
     }
 
+    /// The llguidance parser factory over this model's vocabulary (built once).
+    fn guidance(&mut self) -> Result<std::sync::Arc<llguidance::ParserFactory>> {
+        if let Some(f) = &self.guidance {
+            return Ok(f.clone());
+        }
+        let err = |e: String| LlmError::Constraint(e);
+        // toktrie pins an older `tokenizers`: hand it our tokenizer as JSON rather than as a value.
+        let json = self
+            .tokenizer
+            .to_string(false)
+            .map_err(|e| err(e.to_string()))?;
+        let mut bt = toktrie_hf_tokenizers::ByteTokenizer::from_json_bytes(json.as_bytes())
+            .map_err(|e| err(e.to_string()))?;
+        bt.set_eos_tokens(&self.stop_ids);
+        let env = bt
+            .into_tok_env(Some(self.vocab_size))
+            .map_err(|e| err(e.to_string()))?;
+        let mut factory =
+            llguidance::ParserFactory::new_simple(&env).map_err(|e| err(e.to_string()))?;
+        factory.quiet();
+        let f = std::sync::Arc::new(factory);
+        self.guidance = Some(f.clone());
+        Ok(f)
+    }
+
     fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self
             .tokenizer
@@ -198,7 +234,26 @@ impl ChatModel for LocalGguf {
         &self.id
     }
 
-    fn chat(&mut self, messages: &[ChatMessage], params: &SamplingParams) -> Result<Completion> {
+    fn chat_json(
+        &mut self,
+        messages: &[ChatMessage],
+        params: &SamplingParams,
+        schema: Option<&serde_json::Value>,
+    ) -> Result<Completion> {
+        let mut matcher = match schema {
+            Some(schema) => {
+                let factory = self.guidance()?;
+                let grammar = llguidance::api::TopLevelGrammar::from_json_schema(schema.clone());
+                let m = llguidance::Matcher::new(factory.create_parser(grammar));
+                if let Some(e) = m.get_error() {
+                    return Err(LlmError::Constraint(format!(
+                        "the JSON Schema was not accepted: {e}"
+                    )));
+                }
+                Some(m)
+            }
+            None => None,
+        };
         let prompt = self.render_prompt(messages)?;
         let prompt_ids = self.encode(&prompt)?;
         if prompt_ids.len() + params.max_tokens > self.context_len {
@@ -239,12 +294,34 @@ impl ChatModel for LocalGguf {
                     &generated[start..],
                 )?;
             }
+            if let Some(m) = matcher.as_mut() {
+                // Only tokens that keep the output a valid prefix of a schema-conforming document.
+                let mask = m
+                    .compute_mask()
+                    .map_err(|e| LlmError::Constraint(e.to_string()))?;
+                let mut v = l.to_vec1::<f32>()?;
+                for (i, x) in v.iter_mut().enumerate() {
+                    if !mask.is_allowed(i as u32) {
+                        *x = f32::NEG_INFINITY;
+                    }
+                }
+                l = Tensor::from_vec(v, l.dims1()?, &self.device)?;
+            }
             let next = sampler.sample(&l)?;
             if self.stop_ids.contains(&next) {
                 finish_reason = FinishReason::Stop;
                 break;
             }
             generated.push(next);
+            if let Some(m) = matcher.as_mut() {
+                m.consume_token(next)
+                    .map_err(|e| LlmError::Constraint(e.to_string()))?;
+                // The matcher stops right after the document's last token: keep that token, stop.
+                if m.is_stopped() {
+                    finish_reason = FinishReason::Stop;
+                    break;
+                }
+            }
             if generated.len() == params.max_tokens {
                 break;
             }
@@ -264,6 +341,7 @@ impl ChatModel for LocalGguf {
             completion_tokens: generated.len(),
             prefill_seconds,
             decode_seconds: decode_started.elapsed().as_secs_f64(),
+            cached: false,
         })
     }
 }

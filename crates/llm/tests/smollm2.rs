@@ -63,3 +63,35 @@ fn seeded_sampling_is_reproducible() {
     assert_eq!(a.text, b.text);
     assert!(a.completion_tokens > 0);
 }
+
+#[test]
+fn schema_constrained_output_is_valid_json_of_that_schema() {
+    let mut m = model();
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "drug": {"type": "string", "maxLength": 30},
+            "phase": {"enum": ["PHASE1", "PHASE2", "PHASE3"]},
+            "enrollment": {"type": "integer", "minimum": 1, "maximum": 1000}
+        },
+        "required": ["drug", "phase", "enrollment"],
+        "additionalProperties": false
+    });
+    let msgs = [ChatMessage::user(
+        "Describe a phase 2 trial of metformin as JSON with drug, phase and enrollment.",
+    )];
+    let params = SamplingParams {
+        max_tokens: 80,
+        ..Default::default()
+    };
+    let c = m.chat_json(&msgs, &params, Some(&schema)).unwrap();
+    assert_eq!(c.finish_reason, FinishReason::Stop, "{c:?}");
+    let v: serde_json::Value =
+        serde_json::from_str(&c.text).unwrap_or_else(|e| panic!("{e}: {}", c.text));
+    let obj = v.as_object().unwrap();
+    assert_eq!(obj.len(), 3, "{v}");
+    assert!(obj["drug"].as_str().unwrap().len() <= 30);
+    assert!(["PHASE1", "PHASE2", "PHASE3"].contains(&obj["phase"].as_str().unwrap()));
+    let n = obj["enrollment"].as_i64().unwrap();
+    assert!((1..=1000).contains(&n));
+}

@@ -1,0 +1,124 @@
+//! The published JSON Schema of a synthetic trial (`schemas/synthetic-trial.schema.json`) and the
+//! typed record it describes.
+
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+use trialforge_trial::{Criteria, Drug, Phase, Protocol};
+
+/// The schema text, as published in the repository.
+pub const SCHEMA_JSON: &str = include_str!("../../../schemas/synthetic-trial.schema.json");
+
+pub fn schema() -> &'static serde_json::Value {
+    static S: OnceLock<serde_json::Value> = OnceLock::new();
+    S.get_or_init(|| serde_json::from_str(SCHEMA_JSON).expect("the bundled schema is valid JSON"))
+}
+
+fn validator() -> &'static jsonschema::Validator {
+    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+    V.get_or_init(|| jsonschema::validator_for(schema()).expect("the bundled schema compiles"))
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Design {
+    pub allocation: String,
+    pub masking: String,
+    pub enrollment: u32,
+}
+
+/// What the LLM writes (see the schema).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratedTrial {
+    pub title: String,
+    pub phases: Vec<Phase>,
+    pub conditions: Vec<String>,
+    pub drugs: Vec<String>,
+    pub inclusion_criteria: Vec<String>,
+    pub exclusion_criteria: Vec<String>,
+    pub design: Design,
+    pub primary_outcome: String,
+    pub rationale: String,
+}
+
+impl GeneratedTrial {
+    /// Parses model output and checks it against the published schema. Errors list every violation
+    /// with its JSON path.
+    pub fn parse(text: &str) -> Result<GeneratedTrial, String> {
+        let value: serde_json::Value = serde_json::from_str(text.trim()).map_err(|e| format!("not JSON: {e}"))?;
+        let errors: Vec<String> = validator()
+            .iter_errors(&value)
+            .map(|e| format!("{}: {}", e.instance_path(), e))
+            .collect();
+        if !errors.is_empty() {
+            return Err(format!("schema: {}", errors.join("; ")));
+        }
+        serde_json::from_value(value).map_err(|e| format!("schema: {e}"))
+    }
+
+    /// The protocol of this trial, in trialforge's record shape (SMILES filled from the drug pool).
+    pub fn to_protocol(&self, smiles: impl Fn(&str) -> Option<String>) -> Protocol {
+        Protocol {
+            title: self.title.clone(),
+            phases: self.phases.clone(),
+            conditions: self.conditions.clone(),
+            icd_codes: Vec::new(),
+            drugs: self
+                .drugs
+                .iter()
+                .map(|d| Drug {
+                    name: d.clone(),
+                    smiles: smiles(d),
+                })
+                .collect(),
+            criteria: Criteria {
+                raw: format!(
+                    "Inclusion Criteria:\n{}\nExclusion Criteria:\n{}",
+                    self.inclusion_criteria.iter().map(|i| format!("- {i}")).collect::<Vec<_>>().join("\n"),
+                    self.exclusion_criteria.iter().map(|i| format!("- {i}")).collect::<Vec<_>>().join("\n")
+                ),
+                inclusion: self.inclusion_criteria.clone(),
+                exclusion: self.exclusion_criteria.clone(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn good() -> serde_json::Value {
+        serde_json::json!({
+            "title": "A phase 2 study of metformin in prediabetes",
+            "phases": ["PHASE2"],
+            "conditions": ["prediabetes"],
+            "drugs": ["metformin", "placebo"],
+            "inclusion_criteria": ["adults aged 18 to 65"],
+            "exclusion_criteria": ["type 1 diabetes"],
+            "design": {"allocation": "RANDOMIZED", "masking": "DOUBLE", "enrollment": 120},
+            "primary_outcome": "change in HbA1c at 24 weeks",
+            "rationale": "metformin lowers glucose"
+        })
+    }
+
+    #[test]
+    fn the_published_schema_accepts_a_good_trial_and_rejects_violations() {
+        let t = GeneratedTrial::parse(&good().to_string()).unwrap();
+        assert_eq!(t.phases, vec![Phase::Phase2]);
+        let p = t.to_protocol(|d| (d == "metformin").then(|| "CN(C)C(=N)N=C(N)N".to_string()));
+        assert_eq!(p.criteria.exclusion, vec!["type 1 diabetes"]);
+        assert!(p.drugs[0].smiles.is_some() && p.drugs[1].smiles.is_none());
+
+        let mut extra = good();
+        extra["investigator"] = "Dr. Smith".into();
+        assert!(GeneratedTrial::parse(&extra.to_string()).unwrap_err().contains("investigator"));
+        let mut empty = good();
+        empty["inclusion_criteria"] = serde_json::json!([]);
+        assert!(GeneratedTrial::parse(&empty.to_string()).unwrap_err().contains("/inclusion_criteria"));
+        let mut phase = good();
+        phase["phases"] = serde_json::json!(["PHASE9"]);
+        assert!(GeneratedTrial::parse(&phase.to_string()).is_err());
+        assert!(GeneratedTrial::parse("{\"title\": ").unwrap_err().starts_with("not JSON"));
+    }
+}
