@@ -40,6 +40,11 @@ enum Command {
     Search(commands::embed::SearchArgs),
     /// Ask the local LLM one question (a check that generation works).
     Chat(commands::chat::ChatArgs),
+    /// Generate labelled synthetic trials by retrieval-reasoning (resumable: re-run to continue).
+    Generate(commands::generate::GenerateArgs),
+    /// Write trials in other tools' formats.
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Benchmarks (TOP: train on train, select on valid, bootstrap-score on test, beside HINT).
     #[command(subcommand)]
     Benchmark(BenchmarkCommand),
@@ -51,6 +56,12 @@ enum Command {
     Predict(commands::predict::PredictArgs),
     /// Run the whole pipeline on the bundled data and local models, end to end.
     Demo(commands::demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum ExportCommand {
+    /// The TOP benchmark CSV schema (nctid,status,why_stop,label,phase,diseases,icdcodes,drugs,smiless,criteria).
+    TopCsv(commands::generate::ExportTopCsvArgs),
 }
 
 #[derive(Subcommand)]
@@ -109,6 +120,8 @@ fn main() -> std::process::ExitCode {
         Command::Embed(a) => commands::embed::embed(&ctx, a),
         Command::Search(a) => commands::embed::search(&ctx, a),
         Command::Chat(a) => commands::chat::chat(&ctx, a),
+        Command::Generate(a) => commands::generate::generate(&ctx, a),
+        Command::Export(ExportCommand::TopCsv(a)) => commands::generate::export_top_csv(&ctx, a),
         Command::Benchmark(BenchmarkCommand::Top(a)) => commands::predict::benchmark_top(&ctx, a),
         Command::Train(a) => commands::predict::train(&ctx, a),
         Command::Evaluate(a) => commands::predict::evaluate(&ctx, a),

@@ -2,9 +2,9 @@
 //! backend ([`LocalGguf`]: any llama-family GGUF, run by candle on the CPU); remote
 //! OpenAI-compatible servers implement the same trait.
 
-mod cache;
 mod local;
 
+pub mod cache;
 pub use cache::CachedChat;
 pub use local::{LocalGguf, LocalOptions};
 

@@ -14,6 +14,17 @@ pub fn schema() -> &'static serde_json::Value {
     S.get_or_init(|| serde_json::from_str(SCHEMA_JSON).expect("the bundled schema is valid JSON"))
 }
 
+/// The schema of one request: the published schema, narrowed so that the drugs start with the
+/// requested drug and the phases with the requested phase. Every document it accepts, the published
+/// schema accepts too; constrained decoding then cannot miss the drug or the phase.
+pub fn request_schema(drug: &str, phase: Phase) -> serde_json::Value {
+    let mut s = schema().clone();
+    let phase = serde_json::to_value(phase).expect("phases serialise");
+    s["properties"]["drugs"]["prefixItems"] = serde_json::json!([{ "const": drug }]);
+    s["properties"]["phases"]["prefixItems"] = serde_json::json!([{ "const": phase }]);
+    s
+}
+
 fn validator() -> &'static jsonschema::Validator {
     static V: OnceLock<jsonschema::Validator> = OnceLock::new();
     V.get_or_init(|| jsonschema::validator_for(schema()).expect("the bundled schema compiles"))
@@ -45,7 +56,8 @@ impl GeneratedTrial {
     /// Parses model output and checks it against the published schema. Errors list every violation
     /// with its JSON path.
     pub fn parse(text: &str) -> Result<GeneratedTrial, String> {
-        let value: serde_json::Value = serde_json::from_str(text.trim()).map_err(|e| format!("not JSON: {e}"))?;
+        let value: serde_json::Value =
+            serde_json::from_str(text.trim()).map_err(|e| format!("not JSON: {e}"))?;
         let errors: Vec<String> = validator()
             .iter_errors(&value)
             .map(|e| format!("{}: {}", e.instance_path(), e))
@@ -74,8 +86,16 @@ impl GeneratedTrial {
             criteria: Criteria {
                 raw: format!(
                     "Inclusion Criteria:\n{}\nExclusion Criteria:\n{}",
-                    self.inclusion_criteria.iter().map(|i| format!("- {i}")).collect::<Vec<_>>().join("\n"),
-                    self.exclusion_criteria.iter().map(|i| format!("- {i}")).collect::<Vec<_>>().join("\n")
+                    self.inclusion_criteria
+                        .iter()
+                        .map(|i| format!("- {i}"))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    self.exclusion_criteria
+                        .iter()
+                        .map(|i| format!("- {i}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
                 ),
                 inclusion: self.inclusion_criteria.clone(),
                 exclusion: self.exclusion_criteria.clone(),
@@ -85,7 +105,7 @@ impl GeneratedTrial {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn good() -> serde_json::Value {
@@ -112,13 +132,39 @@ mod tests {
 
         let mut extra = good();
         extra["investigator"] = "Dr. Smith".into();
-        assert!(GeneratedTrial::parse(&extra.to_string()).unwrap_err().contains("investigator"));
+        assert!(GeneratedTrial::parse(&extra.to_string())
+            .unwrap_err()
+            .contains("investigator"));
         let mut empty = good();
         empty["inclusion_criteria"] = serde_json::json!([]);
-        assert!(GeneratedTrial::parse(&empty.to_string()).unwrap_err().contains("/inclusion_criteria"));
+        assert!(GeneratedTrial::parse(&empty.to_string())
+            .unwrap_err()
+            .contains("/inclusion_criteria"));
         let mut phase = good();
         phase["phases"] = serde_json::json!(["PHASE9"]);
         assert!(GeneratedTrial::parse(&phase.to_string()).is_err());
-        assert!(GeneratedTrial::parse("{\"title\": ").unwrap_err().starts_with("not JSON"));
+        assert!(GeneratedTrial::parse("{\"title\": ")
+            .unwrap_err()
+            .starts_with("not JSON"));
+    }
+
+    #[test]
+    fn request_schema_narrows_the_published_one() {
+        let narrow =
+            jsonschema::validator_for(&request_schema("metformin", Phase::Phase2)).unwrap();
+        assert!(narrow.is_valid(&good()));
+        let mut other = good();
+        other["drugs"] = serde_json::json!(["placebo", "metformin"]);
+        assert!(
+            !narrow.is_valid(&other),
+            "the requested drug must come first"
+        );
+        assert!(
+            validator().is_valid(&other),
+            "the published schema allows any order"
+        );
+        let mut phase = good();
+        phase["phases"] = serde_json::json!(["PHASE3"]);
+        assert!(!narrow.is_valid(&phase));
     }
 }

@@ -13,7 +13,6 @@ use serde_json::Value;
 
 use crate::error::ImportError;
 use crate::record::{Criteria, Drug, Phase, PostHoc, Protocol, Source, Split, Trial};
-use crate::top::is_nct_id;
 
 /// Intervention types kept as drugs (the rest: devices, procedures, behaviours, ...).
 const DRUG_TYPES: [&str; 4] = ["DRUG", "BIOLOGICAL", "COMBINATION_PRODUCT", "GENETIC"];
@@ -271,6 +270,10 @@ fn study_to_trial(study: &Value, loc: &Loc) -> Result<Trial, ImportError> {
             why_stopped,
         },
     })
+}
+
+fn is_nct_id(s: &str) -> bool {
+    s.len() == 11 && s.starts_with("NCT") && s[3..].bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Options of a live fetch from the API v2 list endpoint.

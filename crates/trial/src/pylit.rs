@@ -50,6 +50,41 @@ pub fn parse_str_list(s: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// Writes strings as a Python list literal, as Python's `repr` does (so TOP readers parse it).
+pub fn to_str_list<S: AsRef<str>>(items: &[S]) -> String {
+    let parts: Vec<String> = items.iter().map(|s| repr(s.as_ref())).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// Python's `repr` of a string: single quotes unless the text has a single quote and no double one.
+fn repr(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
 type Chars<'a> = std::iter::Peekable<std::str::CharIndices<'a>>;
 
 fn skip_ws(chars: &mut Chars<'_>) {
@@ -113,6 +148,22 @@ mod tests {
         let outer = parse_str_list(r#"["['D02.20', 'D02.21']", "['C34']"]"#).unwrap();
         let inner: Vec<Vec<String>> = outer.iter().map(|s| parse_str_list(s).unwrap()).collect();
         assert_eq!(inner, vec![vec!["D02.20", "D02.21"], vec!["C34"]]);
+    }
+
+    #[test]
+    fn writes_what_it_reads() {
+        let items = [
+            "plain",
+            "it's",
+            "say \"hi\"",
+            "both ' and \"",
+            "back\\slash",
+            "line\nbreak",
+        ];
+        let lit = to_str_list(&items);
+        assert_eq!(&lit[..22], "['plain', \"it's\", 'say");
+        assert_eq!(parse_str_list(&lit).unwrap(), items);
+        assert_eq!(to_str_list::<&str>(&[]), "[]");
     }
 
     #[test]

@@ -8,14 +8,37 @@ use trialforge_llm::{ChatMessage, ChatModel, Completion, LocalGguf, LocalOptions
 
 use super::Ctx;
 
+/// Which local model to load.
 #[derive(Args, Clone)]
-pub struct LlmArgs {
+pub struct LocalModelArgs {
     /// A llama-family GGUF chat model [default: the fetched SmolLM2-135M-Instruct].
     #[arg(long, value_name = "FILE")]
     pub llm: Option<PathBuf>,
     /// Keep the GGUF's own quantisation instead of re-quantising 4/5-bit weights to Q8_0 (slower).
     #[arg(long)]
     pub no_requantize: bool,
+}
+
+impl LocalModelArgs {
+    pub fn load(&self, ctx: &Ctx) -> anyhow::Result<LocalGguf> {
+        let path = match &self.llm {
+            Some(p) => p.clone(),
+            None => trialforge_models::require(&ctx.models_dir, &trialforge_models::SMOLLM2)?
+                .join("model.gguf"),
+        };
+        let opts = LocalOptions {
+            requantize_q8: !self.no_requantize,
+            ..Default::default()
+        };
+        LocalGguf::load(&path, &opts)
+            .with_context(|| format!("loading the LLM from {}", path.display()))
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct LlmArgs {
+    #[command(flatten)]
+    pub model: LocalModelArgs,
     /// Sampling temperature (0 = greedy).
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f64,
@@ -35,17 +58,7 @@ pub struct LlmArgs {
 
 impl LlmArgs {
     pub fn load(&self, ctx: &Ctx) -> anyhow::Result<LocalGguf> {
-        let path = match &self.llm {
-            Some(p) => p.clone(),
-            None => trialforge_models::require(&ctx.models_dir, &trialforge_models::SMOLLM2)?
-                .join("model.gguf"),
-        };
-        let opts = LocalOptions {
-            requantize_q8: !self.no_requantize,
-            ..Default::default()
-        };
-        LocalGguf::load(&path, &opts)
-            .with_context(|| format!("loading the LLM from {}", path.display()))
+        self.model.load(ctx)
     }
 
     pub fn sampling(&self) -> SamplingParams {

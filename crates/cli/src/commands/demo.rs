@@ -7,16 +7,17 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
-use trialforge_llm::{ChatMessage, ChatModel, Completion};
-use trialforge_trial::render::protocol_text;
 use trialforge_trial::top::ImportOptions;
 use trialforge_trial::{corpus, import, Counts, Format, Split};
 
-use super::chat::{format_completion, LlmArgs};
+use super::chat::LlmArgs;
+use super::embed::CorpusArgs;
 use super::embed::{embed_trials, format_hits, search_corpus, EmbedStats, EncoderArgs, SearchHit};
+use super::generate::{format_summary, run_generate, GenerateArgs};
 use super::predict::{format_report, run_benchmark, BenchmarkTopArgs};
 use super::Ctx;
 use trialforge_predict::benchmark::{BenchmarkReport, TopPhase};
+use trialforge_synth::run::RunSummary;
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -29,6 +30,9 @@ pub struct DemoArgs {
     /// Output folder.
     #[arg(long, default_value = "runs/demo")]
     pub out: PathBuf,
+    /// Synthetic trials to generate (cells of the plan).
+    #[arg(long, default_value_t = 6)]
+    pub synthetic: usize,
     /// The search query shown.
     #[arg(
         long,
@@ -48,8 +52,7 @@ struct DemoSummary {
     embed: EmbedStats,
     query: String,
     hits: Vec<SearchHit>,
-    generation_prompt_trial: String,
-    generation: Completion,
+    generation: RunSummary,
     benchmark: BenchmarkReport,
     seconds: f64,
 }
@@ -124,33 +127,32 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
     let hits = search_corpus(&encoder, &trials, &a.query, 5)?;
     say(format_hits(&hits));
 
-    say("== 5. local generation".into());
-    // The nearest non-test trial that names a drug; never a test trial (no leakage into prompts).
-    let example = hits
-        .iter()
-        .filter_map(|h| trials.iter().find(|t| t.id == h.id))
-        .find(|t| t.split != Split::Test && !t.protocol.drugs.is_empty())
-        .context("no non-test trial with drugs among the hits")?;
-    let drug = &example.protocol.drugs[0].name;
-    let rendered: String = protocol_text(&example.protocol)
-        .chars()
-        .take(1200)
-        .collect();
-    let mut llm = a.llm.load(ctx)?;
-    let messages = [
-        ChatMessage::system("You are a clinical trial design expert. Answer concisely."),
-        ChatMessage::user(format!(
-            "Here is a clinical trial of {drug}:\n\n{rendered}\n\nList 3 short reasons why a trial like this could succeed."
-        )),
-    ];
-    let pb = crate::progress::spinner("generating");
-    let generation = llm.chat(&messages, &a.llm.sampling())?;
-    pb.finish_and_clear();
     say(format!(
-        "(example trial {}, drug {drug})\n{}",
-        example.id,
-        format_completion(&generation)
+        "== 5. synthetic trials: retrieval-reasoning generation with the local LLM ({} cells)",
+        a.synthetic
     ));
+    let gen_args = GenerateArgs {
+        corpus: CorpusArgs {
+            corpus: corpus_path.clone(),
+            format: Format::Corpus,
+        },
+        n: a.synthetic,
+        out: a.out.join("synthetic.jsonl"),
+        backend: "local".into(),
+        seed: 0,
+        temperature: 0.7,
+        k: 3,
+        reasons: 5,
+        max_attempts: 2,
+        exclude_split: vec![Split::Test],
+        min_per_label: 2,
+        plan: None,
+        response_cache: None,
+        model: a.llm.model.clone(),
+        encoder: a.encoder.clone(),
+    };
+    let generation = run_generate(ctx, &gen_args)?;
+    say(format_summary(&generation));
 
     say("== 6. outcome prediction: TOP phase I benchmark".into());
     let bench_args = BenchmarkTopArgs {
@@ -170,7 +172,6 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
         embed,
         query: a.query,
         hits,
-        generation_prompt_trial: example.id.clone(),
         generation,
         benchmark,
         seconds: started.elapsed().as_secs_f64(),
@@ -178,6 +179,6 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
     let summary_path = a.out.join("summary.json");
     std::fs::write(&summary_path, serde_json::to_string_pretty(&summary)?)?;
     ctx.emit(&summary, || {
-        format!("\ndemo done in {:.1}s; outputs in {} (summary.json, corpus.jsonl, embeddings.safetensors)", summary.seconds, a.out.display())
+        format!("\ndemo done in {:.1}s; outputs in {} (summary.json, corpus.jsonl, embeddings.safetensors, synthetic.jsonl)", summary.seconds, a.out.display())
     })
 }

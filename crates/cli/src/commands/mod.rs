@@ -4,6 +4,7 @@ pub mod chat;
 pub mod data;
 pub mod demo;
 pub mod embed;
+pub mod generate;
 pub mod models;
 pub mod predict;
 

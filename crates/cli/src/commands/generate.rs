@@ -1,0 +1,199 @@
+//! `generate`, `export top-csv`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use trialforge_llm::CachedChat;
+use trialforge_retrieve::VectorIndex;
+use trialforge_synth::examples::RealCorpus;
+use trialforge_synth::plan::{default_plan, drug_pool, read_plan};
+use trialforge_synth::run::{GenerateConfig, Generator, RunSummary};
+use trialforge_trial::{Split, Trial};
+
+use super::chat::LocalModelArgs;
+use super::embed::{embed_trials, CorpusArgs, EncoderArgs};
+use super::Ctx;
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Real trials to retrieve examples from and draw drugs from.
+    #[command(flatten)]
+    pub corpus: CorpusArgs,
+    /// Number of synthetic trials to try for (cells of the plan).
+    #[arg(long, short, default_value_t = 10)]
+    pub n: usize,
+    /// Output JSONL; the attempt log goes beside it (`NAME.log.jsonl`). Re-running the same command
+    /// resumes an interrupted run.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// LLM backend (only `local` so far).
+    #[arg(long, default_value = "local")]
+    pub backend: String,
+    /// Seed of the plan and of sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f64,
+    /// Real examples per prompt.
+    #[arg(long, default_value_t = 3)]
+    pub k: usize,
+    /// Reasons asked for.
+    #[arg(long, default_value_t = 5)]
+    pub reasons: usize,
+    /// Attempts per cell before it is given up.
+    #[arg(long, default_value_t = 2)]
+    pub max_attempts: u32,
+    /// Splits never used as prompt examples or drug statistics (repeatable).
+    #[arg(long = "exclude-split", default_value = "test")]
+    pub exclude_split: Vec<Split>,
+    /// A drug needs this many real trials of each label to be planned.
+    #[arg(long, default_value_t = 2)]
+    pub min_per_label: usize,
+    /// Your own cells instead of the default plan (JSONL of {"drug", "label", "phase"}).
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
+    /// Response cache folder [default: .cache/trialforge/responses]; `none` to turn it off.
+    #[arg(long)]
+    pub response_cache: Option<String>,
+    #[command(flatten)]
+    pub model: LocalModelArgs,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
+}
+
+pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
+    anyhow::ensure!(
+        a.backend == "local",
+        "backend `{}` is not available yet (use `local`)",
+        a.backend
+    );
+    let trials: Vec<Trial> = a.corpus.load()?;
+    let encoder = a.encoder.load(ctx)?;
+    let (vectors, _) = embed_trials(&encoder, &trials)?;
+    let index = VectorIndex::from_vectors(encoder_dim(&vectors), &vectors)?;
+    let corpus = RealCorpus::new(&trials, index, &a.exclude_split);
+
+    let pool = drug_pool(&trials, &a.exclude_split);
+    let plan = match &a.plan {
+        Some(p) => read_plan(p).map_err(anyhow::Error::msg)?,
+        None => default_plan(&pool, a.n, a.min_per_label, a.seed),
+    };
+    anyhow::ensure!(
+        !plan.is_empty(),
+        "no drug has a SMILES string and {} real trials of each label outside the excluded splits; lower --min-per-label or give --plan",
+        a.min_per_label
+    );
+    let smiles = |name: &str| {
+        pool.get(&name.trim().to_lowercase())
+            .and_then(|d| d.smiles.clone())
+    };
+
+    let local = a.model.load(ctx)?;
+    let mut cached;
+    let mut uncached;
+    let model: &mut dyn trialforge_llm::ChatModel = match a.response_cache.as_deref() {
+        Some("none") => {
+            uncached = local;
+            &mut uncached
+        }
+        dir => {
+            let dir = dir
+                .map(PathBuf::from)
+                .unwrap_or_else(|| crate::paths::cache_dir().join("responses"));
+            cached = CachedChat::new(local, &dir, &a.backend);
+            &mut cached
+        }
+    };
+    let mut config = GenerateConfig {
+        k: a.k,
+        n_reasons: a.reasons,
+        max_attempts: a.max_attempts,
+        backend: a.backend.clone(),
+        seed: a.seed,
+        ..Default::default()
+    };
+    config.reasoning.temperature = a.temperature;
+    config.generation.temperature = a.temperature;
+    let mut generator = Generator {
+        model,
+        encoder: &encoder,
+        cache_dir: crate::paths::cache_dir(),
+        corpus: &corpus,
+        smiles: &smiles,
+        config,
+    };
+    let pb = crate::progress::bar(plan.len() as u64, "cells");
+    let summary = generator.run(&plan, &a.out, |p| {
+        pb.set_position(p.cells_done as u64);
+        pb.set_message(format!(
+            "{} ok {} rej {:.0} tok/s",
+            p.accepted, p.rejected, p.tokens_per_second
+        ));
+    })?;
+    pb.finish_and_clear();
+    Ok(summary)
+}
+
+fn encoder_dim(vectors: &[Vec<f32>]) -> usize {
+    vectors.first().map_or(0, Vec::len)
+}
+
+pub fn format_summary(s: &RunSummary) -> String {
+    let rules: Vec<String> = s
+        .rejects_by_rule
+        .iter()
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    format!(
+        "{} of {} cells done ({} resumed); this run: {} accepted of {} attempts ({:.0}%), rejects: {}\n\
+         tokens: {} prompt + {} completion ({} cached responses), {:.1} completion tokens/s, {:.2} accepted trials/minute, {:.0}s\n\
+         trials: {}\nattempt log: {}",
+        s.resumed_cells + (s.accepted + s.rejected).min(s.cells),
+        s.cells,
+        s.resumed_cells,
+        s.accepted,
+        s.attempts,
+        s.acceptance_rate * 100.0,
+        if rules.is_empty() { "none".into() } else { rules.join(", ") },
+        s.prompt_tokens,
+        s.completion_tokens,
+        s.cached_responses,
+        s.completion_tokens_per_second,
+        s.accepted_per_minute,
+        s.seconds,
+        s.out,
+        s.log
+    )
+}
+
+pub fn generate(ctx: &Ctx, a: GenerateArgs) -> anyhow::Result<()> {
+    let s = run_generate(ctx, &a)?;
+    ctx.emit(&s, || format_summary(&s))
+}
+
+#[derive(Args)]
+pub struct ExportTopCsvArgs {
+    /// Trials to export (synthetic JSONL from `generate`, or any corpus).
+    pub input: PathBuf,
+    /// Output CSV in the TOP schema.
+    #[arg(long, short)]
+    pub out: PathBuf,
+}
+
+pub fn export_top_csv(ctx: &Ctx, a: ExportTopCsvArgs) -> anyhow::Result<()> {
+    let trials = CorpusArgs {
+        corpus: a.input.clone(),
+        format: trialforge_trial::Format::Auto,
+    }
+    .load()?;
+    let n = trialforge_synth::export::write_top_csv(&a.out, &trials)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    let v = serde_json::json!({"rows": n, "out": a.out.display().to_string()});
+    ctx.emit(&v, || {
+        format!(
+            "wrote {n} labelled trials to {} (TOP CSV schema)",
+            a.out.display()
+        )
+    })
+}

@@ -1,0 +1,581 @@
+//! A generation run: for each cell of the plan, retrieve examples, ask for reasons, ask for a trial,
+//! validate it, and write it with its provenance.
+//!
+//! Two append-only files, each line flushed and synced before the next step:
+//! - `OUT` (e.g. `synth.jsonl`): accepted synthetic trials, one per line. Each line is a trialforge
+//!   trial record (readable as a corpus) with `generated`, `provenance` and `validation` fields.
+//! - `OUT.log.jsonl`: every attempt, accepted or rejected, with the rule that rejected it.
+//!
+//! Killed at any moment and started again with the same command, a run reads both files (cutting a
+//! torn last line), treats a cell as done once it has an accepted trial or has used its attempts, and
+//! goes on with the next one: nothing is lost, nothing is written twice.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use trialforge_encode::{CachedEncoder, TextEncoder};
+use trialforge_llm::cache::request_hash;
+use trialforge_llm::{ChatModel, SamplingParams};
+use trialforge_trial::render::protocol_text;
+use trialforge_trial::{Label, Phase, Source, Split, Trial};
+
+use crate::examples::RealCorpus;
+use crate::plan::Cell;
+use crate::prompts::{generation_messages, parse_reasons, reasoning_messages, render_example};
+use crate::schema::{request_schema, GeneratedTrial};
+use crate::validate::{check_content, longest_shared_run, Reject, ValidationConfig};
+use crate::{Result, SynthError};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GenerateConfig {
+    /// Real examples per prompt.
+    pub k: usize,
+    pub n_reasons: usize,
+    /// Tries per cell before it is given up.
+    pub max_attempts: u32,
+    pub reasoning: SamplingParams,
+    pub generation: SamplingParams,
+    pub validation: ValidationConfig,
+    /// Characters of each example shown in the prompts.
+    pub example_chars: usize,
+    /// Examples closer than this to an already chosen one are skipped.
+    pub example_near_duplicate: f32,
+    /// Names the backend in provenance and cache keys (`local`, `openai`, ...).
+    pub backend: String,
+    pub seed: u64,
+}
+
+impl Default for GenerateConfig {
+    fn default() -> Self {
+        GenerateConfig {
+            k: 3,
+            n_reasons: 5,
+            max_attempts: 2,
+            reasoning: SamplingParams {
+                temperature: 0.7,
+                top_p: Some(0.95),
+                max_tokens: 200,
+                ..Default::default()
+            },
+            generation: SamplingParams {
+                temperature: 0.7,
+                top_p: Some(0.95),
+                max_tokens: 900,
+                ..Default::default()
+            },
+            validation: ValidationConfig::default(),
+            example_chars: 1200,
+            example_near_duplicate: 0.95,
+            backend: "local".into(),
+            seed: 0,
+        }
+    }
+}
+
+/// Where a synthetic trial came from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Provenance {
+    pub cell: usize,
+    pub attempt: u32,
+    pub drug: String,
+    pub target_label: Label,
+    pub phase: Phase,
+    /// NCT ids of the real trials shown in the prompts.
+    pub examples: Vec<String>,
+    /// How many of them are trials of the requested drug (the rest are nearest neighbours).
+    pub examples_of_drug: usize,
+    pub reasons: Vec<String>,
+    pub backend: String,
+    pub model: String,
+    pub reasoning_params: SamplingParams,
+    pub generation_params: SamplingParams,
+    /// sha256 of the generation request (backend, model, messages, parameters, schema).
+    pub prompt_hash: String,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ValidationScores {
+    pub nearest_real: String,
+    pub max_cosine_real: f32,
+    pub max_shared_words_with_examples: usize,
+    pub max_cosine_synthetic: f32,
+}
+
+/// One line of the output file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SyntheticRecord {
+    #[serde(flatten)]
+    pub trial: Trial,
+    pub generated: GeneratedTrial,
+    pub provenance: Provenance,
+    pub validation: ValidationScores,
+}
+
+/// One line of the attempt log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Attempt {
+    pub cell: usize,
+    pub attempt: u32,
+    pub accepted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject: Option<Reject>,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub seconds: f64,
+}
+
+/// What a run did, also printed by `generate`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunSummary {
+    pub cells: usize,
+    /// Cells already finished by an earlier, interrupted run.
+    pub resumed_cells: usize,
+    pub accepted: usize,
+    pub attempts: usize,
+    pub rejected: usize,
+    pub rejects_by_rule: BTreeMap<String, usize>,
+    /// Accepted / attempts, over this invocation's attempts.
+    pub acceptance_rate: f64,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub cached_responses: usize,
+    pub seconds: f64,
+    pub completion_tokens_per_second: f64,
+    pub accepted_per_minute: f64,
+    pub out: String,
+    pub log: String,
+}
+
+/// Progress after each attempt.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    pub cells_done: usize,
+    pub cells: usize,
+    pub accepted: usize,
+    pub rejected: usize,
+    pub tokens_per_second: f64,
+}
+
+pub fn log_path(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map_or("synth".into(), |n| n.to_string_lossy().into_owned());
+    let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
+    out.with_file_name(format!("{stem}.log.jsonl"))
+}
+
+/// Opens an append-only JSONL file, cutting a torn last line (a kill mid-write), and returns its
+/// parsed lines.
+fn open_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<(File, Vec<T>)> {
+    let io = |source| SynthError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(io)?;
+    let bytes = std::fs::read(path).map_err(io)?;
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if whole < bytes.len() {
+        tracing::warn!(
+            "{}: cutting a torn last line left by an interrupted run",
+            path.display()
+        );
+        file.set_len(whole as u64).map_err(io)?;
+    }
+    let mut items = Vec::new();
+    for (i, line) in bytes[..whole].lines().enumerate() {
+        let line = line.map_err(io)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        items.push(serde_json::from_str(&line).map_err(|e| SynthError::Format {
+            path: path.to_path_buf(),
+            message: format!("line {}: {e}", i + 1),
+        })?);
+    }
+    Ok((file, items))
+}
+
+fn append<T: Serialize>(file: &mut File, path: &Path, item: &T) -> Result<()> {
+    let mut line = serde_json::to_vec(item).expect("records serialise");
+    line.push(b'\n');
+    let io = |source| SynthError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    file.write_all(&line).map_err(io)?;
+    file.sync_data().map_err(io)
+}
+
+/// Per-attempt seed: the run seed, the cell and the attempt, so every retry samples differently and a
+/// re-run samples the same.
+fn attempt_seed(seed: u64, cell: usize, attempt: u32) -> u64 {
+    let h = Sha256::digest(format!("{seed}/{cell}/{attempt}").as_bytes());
+    u64::from_le_bytes(h[..8].try_into().expect("8 bytes"))
+}
+
+/// Synthetic ids: `TFS-` + a tag of the run's settings + the cell. Never an NCT id.
+fn synthetic_id(tag: &str, cell: usize) -> String {
+    format!("TFS-{tag}-{cell:05}")
+}
+
+pub struct Generator<'a> {
+    pub model: &'a mut dyn ChatModel,
+    pub encoder: &'a dyn TextEncoder,
+    pub cache_dir: PathBuf,
+    pub corpus: &'a RealCorpus<'a>,
+    /// SMILES of a drug name, from the drug pool.
+    pub smiles: &'a dyn Fn(&str) -> Option<String>,
+    pub config: GenerateConfig,
+}
+
+impl Generator<'_> {
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let mut ce = CachedEncoder::new(self.encoder, &self.cache_dir)?;
+        Ok(ce.embed(texts, |_, _| {})?)
+    }
+
+    /// Runs (or resumes) the plan, writing to `out` and its log.
+    pub fn run(
+        &mut self,
+        plan: &[Cell],
+        out: &Path,
+        mut progress: impl FnMut(&Progress),
+    ) -> Result<RunSummary> {
+        let started = Instant::now();
+        let log = log_path(out);
+        let (mut out_file, done_records): (File, Vec<SyntheticRecord>) = open_jsonl(out)?;
+        let (mut log_file, past): (File, Vec<Attempt>) = open_jsonl(&log)?;
+
+        let tag = {
+            let h = Sha256::digest(
+                format!(
+                    "{}/{}/{}",
+                    self.config.seed,
+                    self.config.backend,
+                    self.model.model_id()
+                )
+                .as_bytes(),
+            );
+            hex::encode(&h[..4])
+        };
+        // A cell is done when it has an accepted trial (the output file is the authority: a kill
+        // between writing the trial and logging it must not generate it again) or no attempts left.
+        let accepted_cells: HashSet<usize> =
+            done_records.iter().map(|r| r.provenance.cell).collect();
+        let mut attempts_used: HashMap<usize, u32> = HashMap::new();
+        for a in &past {
+            let e = attempts_used.entry(a.cell).or_default();
+            *e = (*e).max(a.attempt + 1);
+        }
+        let max_attempts = self.config.max_attempts;
+        let is_done = |c: &Cell, used: &HashMap<usize, u32>| {
+            accepted_cells.contains(&c.index)
+                || used.get(&c.index).copied().unwrap_or(0) >= max_attempts
+        };
+        let resumed_cells = plan.iter().filter(|c| is_done(c, &attempts_used)).count();
+
+        // Accepted synthetic trials so far, for the duplicate check.
+        let texts: Vec<String> = done_records
+            .iter()
+            .map(|r| protocol_text(&r.trial.protocol))
+            .collect();
+        let mut synthetic_vectors =
+            self.embed(&texts.iter().map(String::as_str).collect::<Vec<_>>())?;
+
+        let mut summary = RunSummary {
+            cells: plan.len(),
+            resumed_cells,
+            out: out.display().to_string(),
+            log: log.display().to_string(),
+            ..Default::default()
+        };
+        let mut p = Progress {
+            cells: plan.len(),
+            cells_done: resumed_cells,
+            accepted: done_records.len(),
+            ..Default::default()
+        };
+        progress(&p);
+        let mut decode_seconds = 0.0;
+        for cell in plan {
+            if is_done(cell, &attempts_used) {
+                continue;
+            }
+            let first = attempts_used.get(&cell.index).copied().unwrap_or(0);
+            for attempt in first..self.config.max_attempts {
+                let t0 = Instant::now();
+                let outcome = self.attempt(cell, attempt, &tag, &synthetic_vectors)?;
+                summary.attempts += 1;
+                summary.prompt_tokens += outcome.prompt_tokens;
+                summary.completion_tokens += outcome.completion_tokens;
+                summary.cached_responses += outcome.cached;
+                decode_seconds += outcome.decode_seconds;
+                let mut entry = Attempt {
+                    cell: cell.index,
+                    attempt,
+                    accepted: false,
+                    id: None,
+                    reject: None,
+                    prompt_tokens: outcome.prompt_tokens,
+                    completion_tokens: outcome.completion_tokens,
+                    seconds: t0.elapsed().as_secs_f64(),
+                };
+                attempts_used.insert(cell.index, attempt + 1);
+                match outcome.result {
+                    Ok((record, vector)) => {
+                        // The trial first, then the log line (see `accepted_cells` above).
+                        append(&mut out_file, out, &record)?;
+                        entry.accepted = true;
+                        entry.id = Some(record.trial.id.clone());
+                        append(&mut log_file, &log, &entry)?;
+                        synthetic_vectors.push(vector);
+                        summary.accepted += 1;
+                        p.accepted += 1;
+                        break;
+                    }
+                    Err(reject) => {
+                        tracing::info!("cell {} attempt {attempt}: rejected, {reject}", cell.index);
+                        *summary
+                            .rejects_by_rule
+                            .entry(reject.rule.clone())
+                            .or_default() += 1;
+                        entry.reject = Some(reject);
+                        append(&mut log_file, &log, &entry)?;
+                        summary.rejected += 1;
+                        p.rejected += 1;
+                    }
+                }
+                p.tokens_per_second = if decode_seconds > 0.0 {
+                    summary.completion_tokens as f64 / decode_seconds
+                } else {
+                    0.0
+                };
+                progress(&p);
+            }
+            p.cells_done += 1;
+            progress(&p);
+        }
+        summary.seconds = started.elapsed().as_secs_f64();
+        summary.acceptance_rate = if summary.attempts > 0 {
+            summary.accepted as f64 / summary.attempts as f64
+        } else {
+            0.0
+        };
+        summary.completion_tokens_per_second = p.tokens_per_second;
+        summary.accepted_per_minute = if summary.seconds > 0.0 {
+            summary.accepted as f64 * 60.0 / summary.seconds
+        } else {
+            0.0
+        };
+        Ok(summary)
+    }
+
+    fn attempt(
+        &mut self,
+        cell: &Cell,
+        attempt: u32,
+        tag: &str,
+        synthetic: &[Vec<f32>],
+    ) -> Result<AttemptOutcome> {
+        let cfg = self.config.clone();
+        let mut outcome = AttemptOutcome::default();
+        let chosen = self
+            .corpus
+            .examples(cell, cfg.k, cfg.example_near_duplicate);
+        if chosen.is_empty() {
+            outcome.result = Err(Reject::new(
+                "examples",
+                format!("no allowed real trial of `{}` with this label", cell.drug),
+            ));
+            return Ok(outcome);
+        }
+        let examples: Vec<&Trial> = chosen
+            .iter()
+            .map(|c| &self.corpus.trials[c.index])
+            .collect();
+        let rendered: Vec<String> = examples
+            .iter()
+            .map(|t| render_example(&t.protocol, cfg.example_chars))
+            .collect();
+        let seed = attempt_seed(cfg.seed, cell.index, attempt);
+
+        let reasoning_params = SamplingParams {
+            seed,
+            ..cfg.reasoning.clone()
+        };
+        let r = self.model.chat(
+            &reasoning_messages(cell, &rendered, cfg.n_reasons),
+            &reasoning_params,
+        )?;
+        outcome.add(&r);
+        let reasons = parse_reasons(&r.text, cfg.n_reasons);
+
+        let generation_params = SamplingParams {
+            seed,
+            ..cfg.generation.clone()
+        };
+        let messages = generation_messages(cell, &rendered, &reasons);
+        let schema = request_schema(&cell.drug, cell.phase);
+        let g = self
+            .model
+            .chat_json(&messages, &generation_params, Some(&schema))?;
+        outcome.add(&g);
+        let prompt_hash = request_hash(
+            &cfg.backend,
+            self.model.model_id(),
+            &messages,
+            &generation_params,
+            Some(&schema),
+        );
+
+        let generated = match GeneratedTrial::parse(&g.text) {
+            Ok(t) => t,
+            Err(e) => {
+                let detail = if g.finish_reason == trialforge_llm::FinishReason::Length {
+                    format!(
+                        "output cut at max_tokens ({}) before the JSON was complete",
+                        generation_params.max_tokens
+                    )
+                } else {
+                    e
+                };
+                outcome.result = Err(Reject::new("schema", detail));
+                return Ok(outcome);
+            }
+        };
+        if let Err(r) = check_content(&generated, cell) {
+            outcome.result = Err(r);
+            return Ok(outcome);
+        }
+        let protocol = generated.to_protocol(self.smiles);
+        let text = protocol_text(&protocol);
+        let vector = self.embed(&[text.as_str()])?.remove(0);
+
+        // Near-copy: against every real trial (test ones included: privacy), and word runs shared
+        // with the prompt's examples.
+        let nearest = self
+            .corpus
+            .index
+            .search(&vector, 1)
+            .map_err(|e| SynthError::Invalid(e.to_string()))?;
+        let (nearest_real, max_cosine_real) = nearest.first().map_or((String::new(), 0.0), |h| {
+            (self.corpus.trials[h.index].id.clone(), h.score)
+        });
+        let max_shared = rendered
+            .iter()
+            .map(|e| longest_shared_run(&text, e))
+            .max()
+            .unwrap_or(0);
+        let max_cosine_synthetic = synthetic
+            .iter()
+            .map(|s| s.iter().zip(&vector).map(|(a, b)| a * b).sum::<f32>())
+            .fold(0.0f32, f32::max);
+        let v = &cfg.validation;
+        if max_cosine_real > v.near_copy_cosine {
+            outcome.result = Err(Reject::new(
+                "near-copy",
+                format!("cosine {max_cosine_real:.3} to real trial {nearest_real}"),
+            ));
+            return Ok(outcome);
+        }
+        if max_shared >= v.max_shared_words {
+            outcome.result = Err(Reject::new(
+                "near-copy",
+                format!("{max_shared} consecutive words copied from a prompt example"),
+            ));
+            return Ok(outcome);
+        }
+        if max_cosine_synthetic > v.duplicate_cosine {
+            outcome.result = Err(Reject::new(
+                "duplicate",
+                format!("cosine {max_cosine_synthetic:.3} to an accepted synthetic trial"),
+            ));
+            return Ok(outcome);
+        }
+
+        let record = SyntheticRecord {
+            trial: Trial {
+                id: synthetic_id(tag, cell.index),
+                source: Source::Synthetic {
+                    generator: "trialforge retrieval-reasoning".into(),
+                },
+                protocol,
+                label: Some(cell.label),
+                split: Split::None,
+                post_hoc: Default::default(),
+            },
+            generated,
+            provenance: Provenance {
+                cell: cell.index,
+                attempt,
+                drug: cell.drug.clone(),
+                target_label: cell.label,
+                phase: cell.phase,
+                examples: examples.iter().map(|t| t.id.clone()).collect(),
+                examples_of_drug: chosen.iter().filter(|c| c.of_drug).count(),
+                reasons,
+                backend: cfg.backend.clone(),
+                model: self.model.model_id().to_string(),
+                reasoning_params,
+                generation_params,
+                prompt_hash,
+                prompt_tokens: outcome.prompt_tokens,
+                completion_tokens: outcome.completion_tokens,
+            },
+            validation: ValidationScores {
+                nearest_real,
+                max_cosine_real,
+                max_shared_words_with_examples: max_shared,
+                max_cosine_synthetic,
+            },
+        };
+        outcome.result = Ok((record, vector));
+        Ok(outcome)
+    }
+}
+
+struct AttemptOutcome {
+    result: std::result::Result<(SyntheticRecord, Vec<f32>), Reject>,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    decode_seconds: f64,
+    cached: usize,
+}
+
+impl Default for AttemptOutcome {
+    fn default() -> Self {
+        AttemptOutcome {
+            result: Err(Reject::new("internal", "not attempted")),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            decode_seconds: 0.0,
+            cached: 0,
+        }
+    }
+}
+
+impl AttemptOutcome {
+    fn add(&mut self, c: &trialforge_llm::Completion) {
+        self.prompt_tokens += c.prompt_tokens;
+        self.completion_tokens += c.completion_tokens;
+        self.decode_seconds += c.decode_seconds;
+        self.cached += c.cached as usize;
+    }
+}
