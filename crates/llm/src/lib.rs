@@ -1,12 +1,14 @@
 //! LLM backends for trialforge behind one [`ChatModel`] trait. This crate holds the in-process
-//! backend ([`LocalGguf`]: any llama-family GGUF, run by candle on the CPU); remote
-//! OpenAI-compatible servers implement the same trait.
+//! backend ([`LocalGguf`]: any llama-family GGUF, run by candle on the CPU) and any
+//! OpenAI-compatible server ([`OpenAiChat`]), plus a response cache ([`CachedChat`]) for either.
 
 mod local;
+pub mod openai;
 
 pub mod cache;
 pub use cache::CachedChat;
 pub use local::{LocalGguf, LocalOptions};
+pub use openai::{OpenAiChat, OpenAiOptions};
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +35,8 @@ pub enum LlmError {
     Candle(#[from] candle_core::Error),
     #[error("constrained decoding: {0}")]
     Constraint(String),
+    #[error("remote LLM: {0}")]
+    Remote(String),
 }
 
 pub type Result<T> = std::result::Result<T, LlmError>;
@@ -144,4 +148,19 @@ pub trait ChatModel {
         params: &SamplingParams,
         schema: Option<&serde_json::Value>,
     ) -> Result<Completion>;
+}
+
+impl<M: ChatModel + ?Sized> ChatModel for Box<M> {
+    fn model_id(&self) -> &str {
+        (**self).model_id()
+    }
+
+    fn chat_json(
+        &mut self,
+        messages: &[ChatMessage],
+        params: &SamplingParams,
+        schema: Option<&serde_json::Value>,
+    ) -> Result<Completion> {
+        (**self).chat_json(messages, params, schema)
+    }
 }

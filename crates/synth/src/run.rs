@@ -151,6 +151,9 @@ pub struct RunSummary {
     pub seconds: f64,
     pub completion_tokens_per_second: f64,
     pub accepted_per_minute: f64,
+    /// With prices given: the cost of this run's tokens (cached responses included at full price).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
     pub out: String,
     pub log: String,
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use trialforge_llm::CachedChat;
+use trialforge_llm::{CachedChat, ChatModel, OpenAiChat, OpenAiOptions};
 use trialforge_retrieve::VectorIndex;
 use trialforge_synth::examples::RealCorpus;
 use trialforge_synth::plan::{default_plan, drug_pool, read_plan};
@@ -27,9 +27,31 @@ pub struct GenerateArgs {
     /// resumes an interrupted run.
     #[arg(long, short)]
     pub out: PathBuf,
-    /// LLM backend (only `local` so far).
+    /// LLM backend: `local` (a GGUF run in-process) or `openai` (any OpenAI-compatible server).
     #[arg(long, default_value = "local")]
     pub backend: String,
+    /// With --backend openai: the API root up to the version, e.g. https://api.openai.com/v1 or
+    /// http://localhost:8000/v1 (vLLM, llama.cpp server, Ollama, TGI).
+    #[arg(long, default_value = "https://api.openai.com/v1")]
+    pub base_url: String,
+    /// With --backend openai: the served model's name.
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// With --backend openai: the environment variable that holds the API key (never logged).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+    /// With --backend openai: seconds per request before it is retried.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// With --backend openai: retries of a request (429, 5xx, timeouts) before the run stops.
+    #[arg(long, default_value_t = 6)]
+    pub max_retries: u32,
+    /// Price of prompt tokens, USD per million (for the cost line).
+    #[arg(long)]
+    pub price_prompt: Option<f64>,
+    /// Price of completion tokens, USD per million.
+    #[arg(long)]
+    pub price_completion: Option<f64>,
     /// Seed of the plan and of sampling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -63,11 +85,6 @@ pub struct GenerateArgs {
 }
 
 pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
-    anyhow::ensure!(
-        a.backend == "local",
-        "backend `{}` is not available yet (use `local`)",
-        a.backend
-    );
     let trials: Vec<Trial> = a.corpus.load()?;
     let encoder = a.encoder.load(ctx)?;
     let (vectors, _) = embed_trials(&encoder, &trials)?;
@@ -89,19 +106,33 @@ pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
             .and_then(|d| d.smiles.clone())
     };
 
-    let local = a.model.load(ctx)?;
+    let backend: Box<dyn ChatModel> = match a.backend.as_str() {
+        "local" => Box::new(a.model.load(ctx)?),
+        "openai" => Box::new(OpenAiChat::new(OpenAiOptions {
+            base_url: a.base_url.clone(),
+            model: a
+                .model_name
+                .clone()
+                .context("--backend openai needs --model-name")?,
+            api_key_env: Some(a.api_key_env.clone()),
+            timeout: std::time::Duration::from_secs(a.timeout),
+            max_retries: a.max_retries,
+            ..Default::default()
+        })?),
+        other => anyhow::bail!("unknown backend `{other}` (expected local or openai)"),
+    };
     let mut cached;
     let mut uncached;
-    let model: &mut dyn trialforge_llm::ChatModel = match a.response_cache.as_deref() {
+    let model: &mut dyn ChatModel = match a.response_cache.as_deref() {
         Some("none") => {
-            uncached = local;
+            uncached = backend;
             &mut uncached
         }
         dir => {
             let dir = dir
                 .map(PathBuf::from)
                 .unwrap_or_else(|| crate::paths::cache_dir().join("responses"));
-            cached = CachedChat::new(local, &dir, &a.backend);
+            cached = CachedChat::new(backend, &dir, &a.backend);
             &mut cached
         }
     };
@@ -132,6 +163,14 @@ pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
         ));
     })?;
     pb.finish_and_clear();
+    let mut summary = summary;
+    if a.price_prompt.is_some() || a.price_completion.is_some() {
+        summary.cost_usd = Some(
+            (summary.prompt_tokens as f64 * a.price_prompt.unwrap_or(0.0)
+                + summary.completion_tokens as f64 * a.price_completion.unwrap_or(0.0))
+                / 1e6,
+        );
+    }
     Ok(summary)
 }
 
@@ -148,7 +187,7 @@ pub fn format_summary(s: &RunSummary) -> String {
     format!(
         "{} of {} cells done ({} resumed); this run: {} accepted of {} attempts ({:.0}%), rejects: {}\n\
          tokens: {} prompt + {} completion ({} cached responses), {:.1} completion tokens/s, {:.2} accepted trials/minute, {:.0}s\n\
-         trials: {}\nattempt log: {}",
+         {}trials: {}\nattempt log: {}",
         s.resumed_cells + (s.accepted + s.rejected).min(s.cells),
         s.cells,
         s.resumed_cells,
@@ -162,6 +201,7 @@ pub fn format_summary(s: &RunSummary) -> String {
         s.completion_tokens_per_second,
         s.accepted_per_minute,
         s.seconds,
+        s.cost_usd.map(|c| format!("cost: ${c:.4}\n")).unwrap_or_default(),
         s.out,
         s.log
     )

@@ -1,0 +1,136 @@
+//! `generate --backend openai` end to end against a local OpenAI-compatible server: reasons, then
+//! trials; one placeholder answer (rejected: content), one good trial (accepted), then the same trial
+//! again for the next cell (rejected: duplicate), with token and cost accounting.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use trialforge_trial::top::{self, ImportOptions};
+use trialforge_trial::{corpus, Split};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn trial_json(conditions: &str, inclusion: &str) -> String {
+    json!({
+        "title": "Lenalidomide maintenance after induction in relapsed multiple myeloma",
+        "phases": ["PHASE1"],
+        "conditions": [conditions],
+        "drugs": ["lenalidomide", "dexamethasone"],
+        "inclusion_criteria": [inclusion, "ECOG performance status 0 to 2"],
+        "exclusion_criteria": ["prior thromboembolic event within 6 months", "creatinine clearance below 30 mL/min"],
+        "design": {"allocation": "NON_RANDOMIZED", "masking": "NONE", "enrollment": 36},
+        "primary_outcome": "maximum tolerated dose over the first 28-day cycle",
+        "rationale": "oral immunomodulator with manageable toxicity at lower doses"
+    })
+    .to_string()
+}
+
+#[test]
+fn remote_backend_runs_the_pipeline_with_counted_rejects() {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/v1", server.server_addr().to_ip().unwrap());
+    let generations = Arc::new(Mutex::new(0usize));
+    let g = generations.clone();
+    std::thread::spawn(move || {
+        for mut req in server.incoming_requests() {
+            let mut body = String::new();
+            req.as_reader().read_to_string(&mut body).unwrap();
+            let body: Value = serde_json::from_str(&body).unwrap();
+            let content = if body.get("response_format").is_some() {
+                let mut n = g.lock().unwrap();
+                *n += 1;
+                match *n {
+                    1 => trial_json("CONDITION_NAME", "adults with relapsed myeloma"),
+                    _ => trial_json(
+                        "multiple myeloma",
+                        "adults with relapsed or refractory myeloma after two prior lines",
+                    ),
+                }
+            } else {
+                "1. Oral dosing eases adherence.\n2. Known toxicity profile.\n3. Clear dose-limiting toxicity endpoint.".to_string()
+            };
+            let answer = json!({
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1000, "completion_tokens": 100}
+            });
+            let _ = req.respond(tiny_http::Response::from_string(answer.to_string()));
+        }
+    });
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut trials = Vec::new();
+    for f in ["phase_I_train.csv", "phase_I_test.csv"] {
+        let imp =
+            top::read_file(&root().join("data/top").join(f), ImportOptions::default()).unwrap();
+        trials.extend(
+            imp.trials
+                .into_iter()
+                .filter(|t| t.protocol.drugs.iter().any(|d| d.name == "lenalidomide")),
+        );
+    }
+    assert!(trials.iter().any(|t| t.split == Split::Test));
+    let corpus_path = tmp.path().join("corpus.jsonl");
+    corpus::write_jsonl(&corpus_path, &trials).unwrap();
+    let out = tmp.path().join("synth.jsonl");
+    let o = Command::new(env!("CARGO_BIN_EXE_trialforge"))
+        .args([
+            "generate",
+            "--corpus",
+            corpus_path.to_str().unwrap(),
+            "-n",
+            "2",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .args([
+            "--backend",
+            "openai",
+            "--base-url",
+            &base,
+            "--model-name",
+            "served-model",
+            "--api-key-env",
+            "TF_NO_SUCH_KEY",
+        ])
+        .args([
+            "--price-prompt",
+            "0.15",
+            "--price-completion",
+            "0.60",
+            "--min-per-label",
+            "1",
+            "--json",
+        ])
+        .current_dir(root())
+        .env("TRIALFORGE_CACHE", tmp.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["cells"], 2);
+    assert_eq!(s["accepted"], 1);
+    assert_eq!(s["attempts"], 4);
+    assert_eq!(s["rejects_by_rule"]["content"], 1);
+    assert_eq!(s["rejects_by_rule"]["duplicate"], 2);
+    // 4 attempts x (reasoning + generation) x (1000 prompt, 100 completion tokens).
+    assert_eq!(
+        (s["prompt_tokens"].as_u64(), s["completion_tokens"].as_u64()),
+        (Some(8000), Some(800))
+    );
+    let cost = s["cost_usd"].as_f64().unwrap();
+    assert!((cost - (8000.0 * 0.15 + 800.0 * 0.60) / 1e6).abs() < 1e-9);
+
+    let line = std::fs::read_to_string(&out).unwrap();
+    let r: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(r["provenance"]["backend"], "openai");
+    assert!(r["provenance"]["model"]
+        .as_str()
+        .unwrap()
+        .contains("served-model"));
+    assert_eq!(r["provenance"]["reasons"].as_array().unwrap().len(), 3);
+    assert_eq!(r["protocol"]["conditions"][0], "multiple myeloma");
+}
