@@ -50,8 +50,33 @@ impl<M: ChatModel> CachedChat<M> {
     }
 
     fn path(&self, key: &str) -> PathBuf {
-        self.dir.join(&key[..2]).join(format!("{key}.json"))
+        entry_path(&self.dir, key)
     }
+}
+
+/// Where the cache keeps the answer to request `key`.
+pub fn entry_path(dir: &Path, key: &str) -> PathBuf {
+    dir.join(&key[..2.min(key.len())])
+        .join(format!("{key}.json"))
+}
+
+/// Stores an answer under `key`: to a temporary name, then renamed.
+pub fn store(dir: &Path, key: &str, c: &Completion) -> Result<()> {
+    let path = entry_path(dir, key);
+    let io = |source| LlmError::Io {
+        path: path.clone(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let tmp = path.with_extension("json.partial");
+    std::fs::write(
+        &tmp,
+        serde_json::to_string(c).expect("completions serialise"),
+    )
+    .map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)
 }
 
 /// sha256 of the canonical JSON of a request.
@@ -98,20 +123,7 @@ impl<M: ChatModel> ChatModel for CachedChat<M> {
         }
         let c = self.inner.chat_json(messages, params, schema)?;
         self.misses += 1;
-        let io = |source| LlmError::Io {
-            path: path.clone(),
-            source,
-        };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        let tmp = path.with_extension("json.partial");
-        std::fs::write(
-            &tmp,
-            serde_json::to_string(&c).expect("completions serialise"),
-        )
-        .map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
+        store(&self.dir, &key, &c)?;
         Ok(c)
     }
 }

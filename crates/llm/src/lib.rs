@@ -5,6 +5,7 @@
 mod local;
 pub mod openai;
 
+pub mod batch;
 pub mod cache;
 pub use cache::CachedChat;
 pub use local::{LocalGguf, LocalOptions};
@@ -37,6 +38,9 @@ pub enum LlmError {
     Constraint(String),
     #[error("remote LLM: {0}")]
     Remote(String),
+    /// The request was written to a batch file; its answer comes later (see [`batch`]).
+    #[error("deferred to a batch file (request {0})")]
+    Deferred(String),
 }
 
 pub type Result<T> = std::result::Result<T, LlmError>;

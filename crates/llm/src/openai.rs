@@ -76,11 +76,7 @@ impl OpenAiChat {
             .http_status_as_error(false)
             .build()
             .into();
-        let id = format!(
-            "openai:{}@{}",
-            opts.model,
-            opts.base_url.trim_end_matches('/')
-        );
+        let id = model_id(&opts.model, &opts.base_url);
         Ok(OpenAiChat {
             opts,
             api_key,
@@ -105,23 +101,12 @@ impl OpenAiChat {
         params: &SamplingParams,
         schema: Option<&Value>,
     ) -> Value {
-        let mut body = json!({
-            "model": self.opts.model,
-            "messages": messages,
-            "temperature": params.temperature,
-            "max_tokens": params.max_tokens,
-            "seed": params.seed,
-        });
-        if let Some(p) = params.top_p {
-            body["top_p"] = json!(p);
-        }
-        if let (Some(s), true) = (schema, self.schema_supported) {
-            body["response_format"] = json!({
-                "type": "json_schema",
-                "json_schema": {"name": "response", "schema": s, "strict": true},
-            });
-        }
-        body
+        request_body(
+            &self.opts.model,
+            messages,
+            params,
+            schema.filter(|_| self.schema_supported),
+        )
     }
 
     fn send(&mut self, body: &Value) -> std::result::Result<Value, Failure> {
@@ -177,6 +162,59 @@ impl OpenAiChat {
         // Full jitter: anywhere in [0, cap], so many clients do not retry in step.
         cap.mul_f64(rand::rng().random_range(0.0..=1.0))
     }
+}
+
+/// The model id an OpenAI-compatible backend reports (part of cache keys and provenance).
+pub fn model_id(model: &str, base_url: &str) -> String {
+    format!("openai:{model}@{}", base_url.trim_end_matches('/'))
+}
+
+/// A chat-completions request body.
+pub fn request_body(
+    model: &str,
+    messages: &[ChatMessage],
+    params: &SamplingParams,
+    schema: Option<&Value>,
+) -> Value {
+    let mut body = json!({
+        "model": model,
+        "messages": messages,
+        "temperature": params.temperature,
+        "max_tokens": params.max_tokens,
+        "seed": params.seed,
+    });
+    if let Some(p) = params.top_p {
+        body["top_p"] = json!(p);
+    }
+    if let Some(s) = schema {
+        body["response_format"] = json!({
+            "type": "json_schema",
+            "json_schema": {"name": "response", "schema": s, "strict": true},
+        });
+    }
+    body
+}
+
+/// A chat-completions answer as a [`Completion`].
+pub fn parse_completion(value: &Value, seconds: f64) -> std::result::Result<Completion, String> {
+    let choice = &value["choices"][0];
+    let text = choice["message"]["content"]
+        .as_str()
+        .ok_or("no choices[0].message.content in the answer")?;
+    let finish_reason = match choice["finish_reason"].as_str() {
+        Some("length") => FinishReason::Length,
+        _ => FinishReason::Stop,
+    };
+    let usage = |k: &str| value["usage"][k].as_u64().unwrap_or(0) as usize;
+    Ok(Completion {
+        text: text.trim().to_string(),
+        finish_reason,
+        prompt_tokens: usage("prompt_tokens"),
+        completion_tokens: usage("completion_tokens"),
+        prefill_seconds: 0.0,
+        decode_seconds: seconds,
+        cached: false,
+    })
 }
 
 fn snippet(s: &str) -> String {
@@ -237,26 +275,7 @@ impl ChatModel for OpenAiChat {
                 }
             }
         };
-        let choice = &value["choices"][0];
-        let text = choice["message"]["content"].as_str().ok_or_else(|| {
-            LlmError::Remote(format!(
-                "{}: no choices[0].message.content in the answer",
-                self.url()
-            ))
-        })?;
-        let finish_reason = match choice["finish_reason"].as_str() {
-            Some("length") => FinishReason::Length,
-            _ => FinishReason::Stop,
-        };
-        let usage = |k: &str| value["usage"][k].as_u64().unwrap_or(0) as usize;
-        Ok(Completion {
-            text: text.trim().to_string(),
-            finish_reason,
-            prompt_tokens: usage("prompt_tokens"),
-            completion_tokens: usage("completion_tokens"),
-            prefill_seconds: 0.0,
-            decode_seconds: started.elapsed().as_secs_f64(),
-            cached: false,
-        })
+        parse_completion(&value, started.elapsed().as_secs_f64())
+            .map_err(|e| LlmError::Remote(format!("{}: {e}", self.url())))
     }
 }

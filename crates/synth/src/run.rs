@@ -137,6 +137,8 @@ pub struct Attempt {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunSummary {
     pub cells: usize,
+    /// Cells finished (accepted, or out of attempts), this run and earlier ones together.
+    pub cells_done: usize,
     /// Cells already finished by an earlier, interrupted run.
     pub resumed_cells: usize,
     pub accepted: usize,
@@ -148,6 +150,8 @@ pub struct RunSummary {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub cached_responses: usize,
+    /// Cells whose next request went to a batch file instead of a model (`--emit-batch`).
+    pub deferred: usize,
     pub seconds: f64,
     pub completion_tokens_per_second: f64,
     pub accepted_per_minute: f64,
@@ -317,14 +321,25 @@ impl Generator<'_> {
         };
         progress(&p);
         let mut decode_seconds = 0.0;
+        let mut accepted_now: HashSet<usize> = HashSet::new();
         for cell in plan {
             if is_done(cell, &attempts_used) {
                 continue;
             }
             let first = attempts_used.get(&cell.index).copied().unwrap_or(0);
+            let mut deferred = false;
             for attempt in first..self.config.max_attempts {
                 let t0 = Instant::now();
-                let outcome = self.attempt(cell, attempt, &tag, &synthetic_vectors)?;
+                let outcome = match self.attempt(cell, attempt, &tag, &synthetic_vectors) {
+                    Ok(o) => o,
+                    // Written to a batch file: the cell waits for the batch's answers, no attempt used.
+                    Err(SynthError::Llm(trialforge_llm::LlmError::Deferred(_))) => {
+                        summary.deferred += 1;
+                        deferred = true;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
                 summary.attempts += 1;
                 summary.prompt_tokens += outcome.prompt_tokens;
                 summary.completion_tokens += outcome.completion_tokens;
@@ -349,6 +364,7 @@ impl Generator<'_> {
                         entry.id = Some(record.trial.id.clone());
                         append(&mut log_file, &log, &entry)?;
                         synthetic_vectors.push(vector);
+                        accepted_now.insert(cell.index);
                         summary.accepted += 1;
                         p.accepted += 1;
                         break;
@@ -372,9 +388,15 @@ impl Generator<'_> {
                 };
                 progress(&p);
             }
-            p.cells_done += 1;
+            if !deferred {
+                p.cells_done += 1;
+            }
             progress(&p);
         }
+        summary.cells_done = plan
+            .iter()
+            .filter(|c| accepted_now.contains(&c.index) || is_done(c, &attempts_used))
+            .count();
         summary.seconds = started.elapsed().as_secs_f64();
         summary.acceptance_rate = if summary.attempts > 0 {
             summary.accepted as f64 / summary.attempts as f64

@@ -155,6 +155,7 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
         min_per_label: 2,
         plan: None,
         response_cache: None,
+        emit_batch: None,
         model: a.llm.model.clone(),
         encoder: a.encoder.clone(),
     };

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use trialforge_llm::batch::{ingest, BatchRecorder};
 use trialforge_llm::{CachedChat, ChatModel, OpenAiChat, OpenAiOptions};
 use trialforge_retrieve::VectorIndex;
 use trialforge_synth::examples::RealCorpus;
@@ -75,6 +76,11 @@ pub struct GenerateArgs {
     /// Your own cells instead of the default plan (JSONL of {"drug", "label", "phase"}).
     #[arg(long)]
     pub plan: Option<PathBuf>,
+    /// Instead of calling the server, write its requests as OpenAI batch-API JSONL to this file (also
+    /// what vLLM's run_batch reads). Run the batch, `trialforge ingest-batch` its results, and run the
+    /// same command again: it goes on from the answers (reasons first, then trials).
+    #[arg(long, requires = "model_name")]
+    pub emit_batch: Option<PathBuf>,
     /// Response cache folder [default: .cache/trialforge/responses]; `none` to turn it off.
     #[arg(long)]
     pub response_cache: Option<String>,
@@ -106,21 +112,35 @@ pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
             .and_then(|d| d.smiles.clone())
     };
 
-    let backend: Box<dyn ChatModel> = match a.backend.as_str() {
-        "local" => Box::new(a.model.load(ctx)?),
-        "openai" => Box::new(OpenAiChat::new(OpenAiOptions {
-            base_url: a.base_url.clone(),
-            model: a
-                .model_name
-                .clone()
-                .context("--backend openai needs --model-name")?,
-            api_key_env: Some(a.api_key_env.clone()),
-            timeout: std::time::Duration::from_secs(a.timeout),
-            max_retries: a.max_retries,
-            ..Default::default()
-        })?),
-        other => anyhow::bail!("unknown backend `{other}` (expected local or openai)"),
+    let backend: Box<dyn ChatModel> = match (a.backend.as_str(), &a.emit_batch) {
+        ("openai", Some(file)) => Box::new(BatchRecorder::open(
+            file,
+            a.model_name
+                .as_deref()
+                .context("--emit-batch needs --model-name")?,
+            &a.base_url,
+        )?),
+        (_, Some(_)) => anyhow::bail!("--emit-batch goes with --backend openai"),
+        _ => match a.backend.as_str() {
+            "local" => Box::new(a.model.load(ctx)?),
+            "openai" => Box::new(OpenAiChat::new(OpenAiOptions {
+                base_url: a.base_url.clone(),
+                model: a
+                    .model_name
+                    .clone()
+                    .context("--backend openai needs --model-name")?,
+                api_key_env: Some(a.api_key_env.clone()),
+                timeout: std::time::Duration::from_secs(a.timeout),
+                max_retries: a.max_retries,
+                ..Default::default()
+            })?),
+            other => anyhow::bail!("unknown backend `{other}` (expected local or openai)"),
+        },
     };
+    anyhow::ensure!(
+        a.emit_batch.is_none() || a.response_cache.as_deref() != Some("none"),
+        "--emit-batch needs the response cache (the batch's answers are read from it)"
+    );
     let mut cached;
     let mut uncached;
     let model: &mut dyn ChatModel = match a.response_cache.as_deref() {
@@ -185,12 +205,13 @@ pub fn format_summary(s: &RunSummary) -> String {
         .map(|(r, n)| format!("{r} {n}"))
         .collect();
     format!(
-        "{} of {} cells done ({} resumed); this run: {} accepted of {} attempts ({:.0}%), rejects: {}\n\
+        "{} of {} cells done ({} before this run{}); this run: {} accepted of {} attempts ({:.0}%), rejects: {}\n\
          tokens: {} prompt + {} completion ({} cached responses), {:.1} completion tokens/s, {:.2} accepted trials/minute, {:.0}s\n\
          {}trials: {}\nattempt log: {}",
-        s.resumed_cells + (s.accepted + s.rejected).min(s.cells),
+        s.cells_done,
         s.cells,
         s.resumed_cells,
+        if s.deferred > 0 { format!(", {} waiting for batch answers", s.deferred) } else { String::new() },
         s.accepted,
         s.attempts,
         s.acceptance_rate * 100.0,
@@ -234,6 +255,33 @@ pub fn export_top_csv(ctx: &Ctx, a: ExportTopCsvArgs) -> anyhow::Result<()> {
         format!(
             "wrote {n} labelled trials to {} (TOP CSV schema)",
             a.out.display()
+        )
+    })
+}
+
+#[derive(Args)]
+pub struct IngestBatchArgs {
+    /// Batch results JSONL (OpenAI batch output or vLLM run_batch output).
+    pub results: PathBuf,
+    /// Response cache folder [default: .cache/trialforge/responses]; must be the one `generate` uses.
+    #[arg(long)]
+    pub response_cache: Option<PathBuf>,
+}
+
+pub fn ingest_batch(ctx: &Ctx, a: IngestBatchArgs) -> anyhow::Result<()> {
+    let dir = a
+        .response_cache
+        .unwrap_or_else(|| crate::paths::cache_dir().join("responses"));
+    let s = ingest(&a.results, &dir)?;
+    for (id, why) in &s.failed {
+        eprintln!("no answer for {id}: {why}");
+    }
+    ctx.emit(&s, || {
+        format!(
+            "stored {} answers in {} ({} results without an answer); run the same generate command again to go on",
+            s.stored,
+            dir.display(),
+            s.failed.len()
         )
     })
 }
