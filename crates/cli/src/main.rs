@@ -56,6 +56,8 @@ enum Command {
     Evaluate(commands::predict::EvaluateArgs),
     /// Probability of success for each trial (CSV `id,probability`, or JSON with --json).
     Predict(commands::predict::PredictArgs),
+    /// Measure local LLM decode speed (short and long prompts) and encoder throughput.
+    Bench(commands::bench::BenchArgs),
     /// Run the whole pipeline on the bundled data and local models, end to end.
     Demo(commands::demo::DemoArgs),
 }
@@ -129,6 +131,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(a) => commands::predict::train(&ctx, a),
         Command::Evaluate(a) => commands::predict::evaluate(&ctx, a),
         Command::Predict(a) => commands::predict::predict(&ctx, a),
+        Command::Bench(a) => commands::bench::bench(&ctx, a),
         Command::Demo(a) => commands::demo::demo(&ctx, a),
     };
     match result {

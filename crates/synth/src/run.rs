@@ -69,7 +69,7 @@ impl Default for GenerateConfig {
                 ..Default::default()
             },
             validation: ValidationConfig::default(),
-            example_chars: 1200,
+            example_chars: 900,
             example_near_duplicate: 0.95,
             backend: "local".into(),
             seed: 0,

@@ -31,7 +31,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "runs/demo")]
     pub out: PathBuf,
     /// Synthetic trials to generate (cells of the plan).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 4)]
     pub synthetic: usize,
     /// The search query shown.
     #[arg(
