@@ -86,46 +86,32 @@ fn hint_shipped_predictions_score_as_computed_independently() {
     }
 }
 
+fn tfidf_report(phase: TopPhase) -> benchmark::BenchmarkReport {
+    benchmark::run(
+        &BenchmarkOptions {
+            data_dir: top_dir(),
+            phase,
+            models: vec![ModelKind::TfidfLr],
+            resamples: 20,
+            seed: 0,
+        },
+        |_| Ok(Box::new(TfidfLr::new(TfidfLrParams::default()))),
+        |_| {},
+    )
+    .unwrap()
+}
+
 #[test]
 fn missing_splits_are_reported_not_skipped() {
-    let report = benchmark::run(
-        &BenchmarkOptions {
-            data_dir: top_dir(),
-            phase: TopPhase::II,
-            models: vec![ModelKind::TfidfLr],
-            resamples: 20,
-            seed: 0,
-        },
-        |_| Ok(Box::new(TfidfLr::new(TfidfLrParams::default()))),
-        |_| {},
-    )
-    .unwrap();
-    assert!(
-        report.rows[0]
-            .status
-            .starts_with("missing: phase_II_test.csv"),
-        "{}",
-        report.rows[0].status
-    );
+    let report = tfidf_report(TopPhase::II);
+    let status = &report.rows[0].status;
+    assert!(status.starts_with("missing: phase_II_test.csv"), "{status}");
     assert!(report.reference.scores.is_none());
-    let report = benchmark::run(
-        &BenchmarkOptions {
-            data_dir: top_dir(),
-            phase: TopPhase::III,
-            models: vec![ModelKind::TfidfLr],
-            resamples: 20,
-            seed: 0,
-        },
-        |_| Ok(Box::new(TfidfLr::new(TfidfLrParams::default()))),
-        |_| {},
-    )
-    .unwrap();
+    let report = tfidf_report(TopPhase::III);
+    let status = &report.rows[0].status;
     assert!(
-        report.rows[0]
-            .status
-            .starts_with("missing: phase_III_train.csv"),
-        "{}",
-        report.rows[0].status
+        status.starts_with("missing: phase_III_train.csv"),
+        "{status}"
     );
     assert_eq!(
         report.reference.status, "ok",
