@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use trialforge_encode::TextEncoder;
 use trialforge_llm::batch::{ingest, BatchRecorder};
 use trialforge_llm::{CachedChat, ChatModel, OpenAiChat, OpenAiOptions};
 use trialforge_retrieve::VectorIndex;
@@ -94,7 +95,7 @@ pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
     let trials: Vec<Trial> = a.corpus.load()?;
     let encoder = a.encoder.load(ctx)?;
     let (vectors, _) = embed_trials(&encoder, &trials)?;
-    let index = VectorIndex::from_vectors(encoder_dim(&vectors), &vectors)?;
+    let index = VectorIndex::from_vectors(encoder.dim(), &vectors)?;
     let corpus = RealCorpus::new(&trials, index, &a.exclude_split);
 
     let pool = drug_pool(&trials, &a.exclude_split);
@@ -192,10 +193,6 @@ pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
         );
     }
     Ok(summary)
-}
-
-fn encoder_dim(vectors: &[Vec<f32>]) -> usize {
-    vectors.first().map_or(0, Vec::len)
 }
 
 pub fn format_summary(s: &RunSummary) -> String {
