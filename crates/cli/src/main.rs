@@ -42,6 +42,9 @@ enum Command {
     Chat(commands::chat::ChatArgs),
     /// Generate labelled synthetic trials by retrieval-reasoning (resumable: re-run to continue).
     Generate(commands::generate::GenerateArgs),
+    /// Judge a synthetic set against real trials: similarity distributions, distance to the closest
+    /// real record against a held-out baseline, coverage (JSON; plots and HTML report to come).
+    Analyze(commands::analyze::AnalyzeArgs),
     /// Put the results of a batch written by `generate --emit-batch` into the response cache.
     IngestBatch(commands::generate::IngestBatchArgs),
     /// Write trials in other tools' formats.
@@ -125,6 +128,7 @@ fn main() -> std::process::ExitCode {
         Command::Search(a) => commands::embed::search(&ctx, a),
         Command::Chat(a) => commands::chat::chat(&ctx, a),
         Command::Generate(a) => commands::generate::generate(&ctx, a),
+        Command::Analyze(a) => commands::analyze::analyze(&ctx, a),
         Command::IngestBatch(a) => commands::generate::ingest_batch(&ctx, a),
         Command::Export(ExportCommand::TopCsv(a)) => commands::generate::export_top_csv(&ctx, a),
         Command::Benchmark(BenchmarkCommand::Top(a)) => commands::predict::benchmark_top(&ctx, a),

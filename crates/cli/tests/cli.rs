@@ -218,3 +218,32 @@ fn search_finds_the_matching_fixture_trial() {
         "everything was cached by the searches"
     );
 }
+
+#[test]
+fn analyze_flags_a_copied_set_as_memorised() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("a");
+    // The "synthetic" set is the real set itself: every trial is its own nearest neighbour.
+    let v = json(&run(
+        &[
+            "analyze",
+            "--real",
+            "data/ctgov-samples/v2",
+            "--synthetic",
+            "data/ctgov-samples/v2",
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+        tmp.path(),
+    ));
+    assert_eq!(v["real_trials"], 10);
+    assert_eq!(v["privacy"]["near_copy_share"], 1.0);
+    assert_eq!(v["privacy"]["closer_than_real"], true);
+    // 8 of 10 are copies of reference trials (2 are held out): the median distance is zero.
+    assert!(v["privacy"]["synthetic_dcr"]["median"].as_f64().unwrap() < 1e-5);
+    assert_eq!(v["similarity"]["real_real"]["n"], 10_000);
+    assert_eq!(v["similarity"]["real_synthetic"]["n"], 1_000);
+    assert_eq!(v["coverage_real"], v["coverage_synthetic"]);
+    assert!(out.join("analysis.json").is_file());
+}

@@ -1,5 +1,6 @@
 //! Subcommand implementations.
 
+pub mod analyze;
 pub mod bench;
 pub mod chat;
 pub mod data;
