@@ -1,6 +1,7 @@
 //! `generate --backend openai` end to end against a local OpenAI-compatible server: reasons, then
 //! trials; one placeholder answer (rejected: content), one good trial (accepted), then the same trial
-//! again for the next cell (rejected: duplicate), with token and cost accounting.
+//! again for the next cell (rejected: duplicate), with token and cost accounting; and a slow server
+//! that counts requests in flight, to show `--concurrency` is used and bounded.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -27,6 +28,121 @@ fn trial_json(conditions: &str, inclusion: &str) -> String {
         "rationale": "oral immunomodulator with manageable toxicity at lower doses"
     })
     .to_string()
+}
+
+fn lenalidomide_corpus(dir: &std::path::Path) -> PathBuf {
+    let mut trials = Vec::new();
+    for f in ["phase_I_train.csv", "phase_I_test.csv"] {
+        let imp =
+            top::read_file(&root().join("data/top").join(f), ImportOptions::default()).unwrap();
+        trials.extend(
+            imp.trials
+                .into_iter()
+                .filter(|t| t.protocol.drugs.iter().any(|d| d.name == "lenalidomide")),
+        );
+    }
+    assert!(trials.iter().any(|t| t.split == Split::Test));
+    let corpus_path = dir.join("corpus.jsonl");
+    corpus::write_jsonl(&corpus_path, &trials).unwrap();
+    corpus_path
+}
+
+fn generate_remote(corpus: &std::path::Path, out: &std::path::Path, base: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_trialforge"));
+    c.args(["generate", "--corpus", corpus.to_str().unwrap()])
+        .args(["-o", out.to_str().unwrap()])
+        .args(["--backend", "openai", "--base-url", base])
+        .args([
+            "--model-name",
+            "served-model",
+            "--api-key-env",
+            "TF_NO_SUCH_KEY",
+        ])
+        .args(["--min-per-label", "1", "--json"])
+        .current_dir(root())
+        .env("TRIALFORGE_CACHE", out.parent().unwrap().join("cache"));
+    c
+}
+
+#[test]
+fn concurrency_is_used_and_bounded_and_output_stays_in_plan_order() {
+    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+    let base = format!("http://{}/v1", server.server_addr().to_ip().unwrap());
+    // (in flight now, most in flight at once, generation answers so far)
+    let counts = Arc::new(Mutex::new((0usize, 0usize, 0usize)));
+    let (srv, c) = (server.clone(), counts.clone());
+    std::thread::spawn(move || {
+        for mut req in srv.incoming_requests() {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let n = {
+                    let mut c = c.lock().unwrap();
+                    c.0 += 1;
+                    c.1 = c.1.max(c.0);
+                    c.2 += 1;
+                    c.2
+                };
+                let mut body = String::new();
+                req.as_reader().read_to_string(&mut body).unwrap();
+                let body: Value = serde_json::from_str(&body).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                let content = if body.get("response_format").is_some() {
+                    trial_json(
+                        [
+                            "multiple myeloma",
+                            "mantle cell lymphoma",
+                            "myelodysplastic syndrome",
+                            "chronic lymphocytic leukemia",
+                            "amyloidosis",
+                            "diffuse large B-cell lymphoma",
+                            "follicular lymphoma",
+                            "Waldenstrom macroglobulinemia",
+                        ][n % 8],
+                        &format!("adults aged 18 years or older, cohort {n}"),
+                    )
+                } else {
+                    "1. Oral dosing.\n2. Known toxicity.\n3. Clear endpoint.".to_string()
+                };
+                let answer = json!({
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 10}
+                });
+                c.lock().unwrap().0 -= 1;
+                let _ = req.respond(tiny_http::Response::from_string(answer.to_string()));
+            });
+        }
+    });
+
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus_path = lenalidomide_corpus(tmp.path());
+    let out = tmp.path().join("synth.jsonl");
+    let o = generate_remote(&corpus_path, &out, &base)
+        .args(["-n", "6", "--concurrency", "3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["cells_done"], 6);
+    let most = counts.lock().unwrap().1;
+    assert!(
+        (2..=3).contains(&most),
+        "{most} requests were in flight at once with --concurrency 3"
+    );
+    // Judged and written in plan order, whichever request finished first.
+    let log = std::fs::read_to_string(tmp.path().join("synth.log.jsonl")).unwrap();
+    let cells: Vec<u64> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["cell"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        cells.windows(2).all(|w| w[0] <= w[1]),
+        "log cells {cells:?}"
+    );
+    assert_eq!(cells.first(), Some(&0));
 }
 
 #[test]
@@ -62,51 +178,19 @@ fn remote_backend_runs_the_pipeline_with_counted_rejects() {
     });
 
     let tmp = tempfile::tempdir().unwrap();
-    let mut trials = Vec::new();
-    for f in ["phase_I_train.csv", "phase_I_test.csv"] {
-        let imp =
-            top::read_file(&root().join("data/top").join(f), ImportOptions::default()).unwrap();
-        trials.extend(
-            imp.trials
-                .into_iter()
-                .filter(|t| t.protocol.drugs.iter().any(|d| d.name == "lenalidomide")),
-        );
-    }
-    assert!(trials.iter().any(|t| t.split == Split::Test));
-    let corpus_path = tmp.path().join("corpus.jsonl");
-    corpus::write_jsonl(&corpus_path, &trials).unwrap();
+    let corpus_path = lenalidomide_corpus(tmp.path());
     let out = tmp.path().join("synth.jsonl");
-    let o = Command::new(env!("CARGO_BIN_EXE_trialforge"))
+    let o = generate_remote(&corpus_path, &out, &base)
         .args([
-            "generate",
-            "--corpus",
-            corpus_path.to_str().unwrap(),
             "-n",
             "2",
-            "-o",
-            out.to_str().unwrap(),
-        ])
-        .args([
-            "--backend",
-            "openai",
-            "--base-url",
-            &base,
-            "--model-name",
-            "served-model",
-            "--api-key-env",
-            "TF_NO_SUCH_KEY",
-        ])
-        .args([
             "--price-prompt",
             "0.15",
             "--price-completion",
             "0.60",
-            "--min-per-label",
-            "1",
-            "--json",
         ])
-        .current_dir(root())
-        .env("TRIALFORGE_CACHE", tmp.path().join("cache"))
+        // The server's answers are scripted by arrival order: one request at a time.
+        .args(["--concurrency", "1"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -70,7 +70,10 @@ pub fn store(dir: &Path, key: &str, c: &Completion) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
-    let tmp = path.with_extension("json.partial");
+    // A name of its own per writer: concurrent workers (or processes) never share a partial file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("json.{}-{n}.partial", std::process::id()));
     std::fs::write(
         &tmp,
         serde_json::to_string(c).expect("completions serialise"),

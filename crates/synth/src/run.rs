@@ -10,10 +10,11 @@
 //! torn last line), treats a cell as done once it has an accepted trial or has used its attempts, and
 //! goes on with the next one: nothing is lost, nothing is written twice.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,7 @@ use trialforge_llm::{ChatModel, SamplingParams};
 use trialforge_trial::render::protocol_text;
 use trialforge_trial::{Label, Phase, Source, Split, Trial};
 
-use crate::examples::RealCorpus;
+use crate::examples::{Chosen, RealCorpus};
 use crate::plan::Cell;
 use crate::prompts::{generation_messages, parse_reasons, reasoning_messages, render_example};
 use crate::schema::{request_schema, GeneratedTrial};
@@ -243,7 +244,9 @@ fn synthetic_id(tag: &str, cell: usize) -> String {
 }
 
 pub struct Generator<'a> {
-    pub model: &'a mut dyn ChatModel,
+    /// One model per concurrent request (`--concurrency`): each runs in its own worker thread. A
+    /// local model uses every core already, so it comes alone.
+    pub models: Vec<Box<dyn ChatModel + Send + 'a>>,
     pub encoder: &'a dyn TextEncoder,
     pub cache_dir: PathBuf,
     pub corpus: &'a RealCorpus<'a>,
@@ -276,7 +279,7 @@ impl Generator<'_> {
                     "{}/{}/{}",
                     self.config.seed,
                     self.config.backend,
-                    self.model.model_id()
+                    self.model_id()
                 )
                 .as_bytes(),
             );
@@ -322,24 +325,84 @@ impl Generator<'_> {
         progress(&p);
         let mut decode_seconds = 0.0;
         let mut accepted_now: HashSet<usize> = HashSet::new();
-        for cell in plan {
-            if is_done(cell, &attempts_used) {
-                continue;
+        let todo: Vec<&Cell> = plan
+            .iter()
+            .filter(|c| !is_done(c, &attempts_used))
+            .collect();
+        let first_attempt: Vec<u32> = todo
+            .iter()
+            .map(|c| attempts_used.get(&c.index).copied().unwrap_or(0))
+            .collect();
+        let mut models = std::mem::take(&mut self.models);
+        let workers = models.len();
+        if workers == 0 {
+            return Err(SynthError::Invalid("a generation run needs a model".into()));
+        }
+        let cfg = self.config.clone();
+        let corpus = self.corpus;
+        let this = &*self;
+        // Workers draft (the LLM calls, the slow part) up to `workers` attempts at once; this thread
+        // judges and writes them strictly in plan order, so the duplicate check, the ids and the
+        // files are the same whatever the concurrency and whichever request finishes first.
+        let (job_tx, job_rx) = mpsc::channel::<(usize, &Cell, u32)>();
+        let job_rx = Mutex::new(job_rx);
+        let judged = std::thread::scope(|scope| -> Result<()> {
+            // Dropped when this closure returns, which lets the workers finish.
+            let job_tx = job_tx;
+            let (done_tx, done_rx) = mpsc::channel::<(usize, u32, Result<Drafted>)>();
+            for model in models.iter_mut() {
+                let (job_rx, done_tx, cfg) = (&job_rx, done_tx.clone(), &cfg);
+                scope.spawn(move || loop {
+                    let job = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((pos, cell, attempt)) = job else { break };
+                    let drafted = draft(model.as_mut(), corpus, cfg, cell, attempt);
+                    if done_tx.send((pos, attempt, drafted)).is_err() {
+                        break;
+                    }
+                });
             }
-            let first = attempts_used.get(&cell.index).copied().unwrap_or(0);
-            let mut deferred = false;
-            for attempt in first..self.config.max_attempts {
-                let t0 = Instant::now();
-                let outcome = match self.attempt(cell, attempt, &tag, &synthetic_vectors) {
-                    Ok(o) => o,
+            drop(done_tx);
+            let workers_gone = || SynthError::Invalid("a generation worker stopped".into());
+
+            let mut pending: BTreeMap<usize, (u32, Result<Drafted>)> = BTreeMap::new();
+            let mut retries: VecDeque<(usize, u32)> = VecDeque::new();
+            let (mut cursor, mut next_new, mut in_flight) = (0usize, 0usize, 0usize);
+            while cursor < todo.len() {
+                // Retries first, so the cell being judged is never starved by cells ahead of it;
+                // new cells at most a few ahead of it, so finished drafts do not pile up.
+                while in_flight < workers {
+                    let (pos, attempt) = if let Some(job) = retries.pop_front() {
+                        job
+                    } else if next_new < todo.len() && next_new < cursor + 2 * workers {
+                        next_new += 1;
+                        (next_new - 1, first_attempt[next_new - 1])
+                    } else {
+                        break;
+                    };
+                    job_tx
+                        .send((pos, todo[pos], attempt))
+                        .map_err(|_| workers_gone())?;
+                    in_flight += 1;
+                }
+                let Some((attempt, drafted)) = pending.remove(&cursor) else {
+                    let (pos, attempt, drafted) = done_rx.recv().map_err(|_| workers_gone())?;
+                    in_flight -= 1;
+                    pending.insert(pos, (attempt, drafted));
+                    continue;
+                };
+                let cell = todo[cursor];
+                let drafted = match drafted {
+                    Ok(d) => d,
                     // Written to a batch file: the cell waits for the batch's answers, no attempt used.
                     Err(SynthError::Llm(trialforge_llm::LlmError::Deferred(_))) => {
                         summary.deferred += 1;
-                        deferred = true;
-                        break;
+                        cursor += 1;
+                        progress(&p);
+                        continue;
                     }
                     Err(e) => return Err(e),
                 };
+                let outcome = this.judge(cell, attempt, &tag, drafted, &synthetic_vectors)?;
                 summary.attempts += 1;
                 summary.prompt_tokens += outcome.prompt_tokens;
                 summary.completion_tokens += outcome.completion_tokens;
@@ -353,10 +416,10 @@ impl Generator<'_> {
                     reject: None,
                     prompt_tokens: outcome.prompt_tokens,
                     completion_tokens: outcome.completion_tokens,
-                    seconds: t0.elapsed().as_secs_f64(),
+                    seconds: outcome.seconds,
                 };
                 attempts_used.insert(cell.index, attempt + 1);
-                match outcome.result {
+                let finished = match outcome.result {
                     Ok((record, vector)) => {
                         // The trial first, then the log line (see `accepted_cells` above).
                         append(&mut out_file, out, &record)?;
@@ -367,7 +430,7 @@ impl Generator<'_> {
                         accepted_now.insert(cell.index);
                         summary.accepted += 1;
                         p.accepted += 1;
-                        break;
+                        true
                     }
                     Err(reject) => {
                         tracing::info!("cell {} attempt {attempt}: rejected, {reject}", cell.index);
@@ -379,20 +442,26 @@ impl Generator<'_> {
                         append(&mut log_file, &log, &entry)?;
                         summary.rejected += 1;
                         p.rejected += 1;
+                        attempt + 1 >= max_attempts
                     }
-                }
+                };
                 p.tokens_per_second = if decode_seconds > 0.0 {
-                    summary.completion_tokens as f64 / decode_seconds
+                    summary.completion_tokens as f64 / decode_seconds * workers as f64
                 } else {
                     0.0
                 };
+                if finished {
+                    p.cells_done += 1;
+                    cursor += 1;
+                } else {
+                    retries.push_back((cursor, attempt + 1));
+                }
                 progress(&p);
             }
-            if !deferred {
-                p.cells_done += 1;
-            }
-            progress(&p);
-        }
+            Ok(())
+        });
+        self.models = models;
+        judged?;
         summary.cells_done = plan
             .iter()
             .filter(|c| accepted_now.contains(&c.index) || is_done(c, &attempts_used))
@@ -412,71 +481,42 @@ impl Generator<'_> {
         Ok(summary)
     }
 
-    fn attempt(
-        &mut self,
+    fn model_id(&self) -> &str {
+        self.models.first().map_or("", |m| m.model_id())
+    }
+
+    /// Validates a draft against the corpus and the synthetic trials accepted so far.
+    fn judge(
+        &self,
         cell: &Cell,
         attempt: u32,
         tag: &str,
+        drafted: Drafted,
         synthetic: &[Vec<f32>],
     ) -> Result<AttemptOutcome> {
-        let cfg = self.config.clone();
-        let mut outcome = AttemptOutcome::default();
-        let chosen = self
-            .corpus
-            .examples(cell, cfg.k, cfg.example_near_duplicate);
-        if chosen.is_empty() {
-            outcome.result = Err(Reject::new(
-                "examples",
-                format!("no allowed real trial of `{}` with this label", cell.drug),
-            ));
-            return Ok(outcome);
-        }
-        let examples: Vec<&Trial> = chosen
-            .iter()
-            .map(|c| &self.corpus.trials[c.index])
-            .collect();
-        let rendered: Vec<String> = examples
-            .iter()
-            .map(|t| render_example(&t.protocol, cfg.example_chars))
-            .collect();
-        let seed = attempt_seed(cfg.seed, cell.index, attempt);
-
-        let reasoning_params = SamplingParams {
-            seed,
-            ..cfg.reasoning.clone()
+        let cfg = &self.config;
+        let mut outcome = AttemptOutcome {
+            result: Err(Reject::new("internal", "not judged")),
+            prompt_tokens: drafted.prompt_tokens,
+            completion_tokens: drafted.completion_tokens,
+            decode_seconds: drafted.decode_seconds,
+            cached: drafted.cached,
+            seconds: drafted.seconds,
         };
-        let r = self.model.chat(
-            &reasoning_messages(cell, &rendered, cfg.n_reasons),
-            &reasoning_params,
-        )?;
-        outcome.add(&r);
-        let reasons = parse_reasons(&r.text, cfg.n_reasons);
-
-        let generation_params = SamplingParams {
-            seed,
-            ..cfg.generation.clone()
+        let d = match drafted.draft {
+            Ok(d) => d,
+            Err(reject) => {
+                outcome.result = Err(reject);
+                return Ok(outcome);
+            }
         };
-        let messages = generation_messages(cell, &rendered, &reasons);
-        let schema = request_schema(&cell.drug, cell.phase);
-        let g = self
-            .model
-            .chat_json(&messages, &generation_params, Some(&schema))?;
-        outcome.add(&g);
-        let prompt_hash = request_hash(
-            &cfg.backend,
-            self.model.model_id(),
-            &messages,
-            &generation_params,
-            Some(&schema),
-        );
-
-        let generated = match GeneratedTrial::parse(&g.text) {
+        let generated = match GeneratedTrial::parse(&d.text) {
             Ok(t) => t,
             Err(e) => {
-                let detail = if g.finish_reason == trialforge_llm::FinishReason::Length {
+                let detail = if d.finish_reason == trialforge_llm::FinishReason::Length {
                     format!(
                         "output cut at max_tokens ({}) before the JSON was complete",
-                        generation_params.max_tokens
+                        d.generation_params.max_tokens
                     )
                 } else {
                     e
@@ -503,7 +543,8 @@ impl Generator<'_> {
         let (nearest_real, max_cosine_real) = nearest.first().map_or((String::new(), 0.0), |h| {
             (self.corpus.trials[h.index].id.clone(), h.score)
         });
-        let max_shared = rendered
+        let max_shared = d
+            .rendered
             .iter()
             .map(|e| longest_shared_run(&text, e))
             .max()
@@ -553,14 +594,18 @@ impl Generator<'_> {
                 drug: cell.drug.clone(),
                 target_label: cell.label,
                 phase: cell.phase,
-                examples: examples.iter().map(|t| t.id.clone()).collect(),
-                examples_of_drug: chosen.iter().filter(|c| c.of_drug).count(),
-                reasons,
+                examples: d
+                    .chosen
+                    .iter()
+                    .map(|c| self.corpus.trials[c.index].id.clone())
+                    .collect(),
+                examples_of_drug: d.chosen.iter().filter(|c| c.of_drug).count(),
+                reasons: d.reasons,
                 backend: cfg.backend.clone(),
-                model: self.model.model_id().to_string(),
-                reasoning_params,
-                generation_params,
-                prompt_hash,
+                model: d.model,
+                reasoning_params: d.reasoning_params,
+                generation_params: d.generation_params,
+                prompt_hash: d.prompt_hash,
                 prompt_tokens: outcome.prompt_tokens,
                 completion_tokens: outcome.completion_tokens,
             },
@@ -576,31 +621,117 @@ impl Generator<'_> {
     }
 }
 
-struct AttemptOutcome {
-    result: std::result::Result<(SyntheticRecord, Vec<f32>), Reject>,
+/// What the model wrote for one attempt, before validation.
+struct Draft {
+    chosen: Vec<Chosen>,
+    /// The examples as the prompts showed them.
+    rendered: Vec<String>,
+    reasons: Vec<String>,
+    reasoning_params: SamplingParams,
+    generation_params: SamplingParams,
+    prompt_hash: String,
+    model: String,
+    text: String,
+    finish_reason: trialforge_llm::FinishReason,
+}
+
+/// A draft (or why none could be made) with the attempt's token accounting.
+struct Drafted {
+    draft: std::result::Result<Draft, Reject>,
     prompt_tokens: usize,
     completion_tokens: usize,
     decode_seconds: f64,
     cached: usize,
+    seconds: f64,
 }
 
-impl Default for AttemptOutcome {
-    fn default() -> Self {
-        AttemptOutcome {
-            result: Err(Reject::new("internal", "not attempted")),
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            decode_seconds: 0.0,
-            cached: 0,
-        }
-    }
-}
-
-impl AttemptOutcome {
+impl Drafted {
     fn add(&mut self, c: &trialforge_llm::Completion) {
         self.prompt_tokens += c.prompt_tokens;
         self.completion_tokens += c.completion_tokens;
         self.decode_seconds += c.decode_seconds;
         self.cached += c.cached as usize;
     }
+}
+
+/// One attempt's LLM work: retrieve examples, ask for reasons, ask for the trial. Runs in a worker
+/// thread with that worker's model.
+fn draft(
+    model: &mut dyn ChatModel,
+    corpus: &RealCorpus,
+    cfg: &GenerateConfig,
+    cell: &Cell,
+    attempt: u32,
+) -> Result<Drafted> {
+    let t0 = Instant::now();
+    let mut drafted = Drafted {
+        draft: Err(Reject::new("internal", "not drafted")),
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        decode_seconds: 0.0,
+        cached: 0,
+        seconds: 0.0,
+    };
+    let chosen = corpus.examples(cell, cfg.k, cfg.example_near_duplicate);
+    if chosen.is_empty() {
+        drafted.draft = Err(Reject::new(
+            "examples",
+            format!("no allowed real trial of `{}` with this label", cell.drug),
+        ));
+        return Ok(drafted);
+    }
+    let rendered: Vec<String> = chosen
+        .iter()
+        .map(|c| render_example(&corpus.trials[c.index].protocol, cfg.example_chars))
+        .collect();
+    let seed = attempt_seed(cfg.seed, cell.index, attempt);
+
+    let reasoning_params = SamplingParams {
+        seed,
+        ..cfg.reasoning.clone()
+    };
+    let r = model.chat(
+        &reasoning_messages(cell, &rendered, cfg.n_reasons),
+        &reasoning_params,
+    )?;
+    drafted.add(&r);
+    let reasons = parse_reasons(&r.text, cfg.n_reasons);
+
+    let generation_params = SamplingParams {
+        seed,
+        ..cfg.generation.clone()
+    };
+    let messages = generation_messages(cell, &rendered, &reasons);
+    let schema = request_schema(&cell.drug, cell.phase);
+    let g = model.chat_json(&messages, &generation_params, Some(&schema))?;
+    drafted.add(&g);
+    let prompt_hash = request_hash(
+        &cfg.backend,
+        model.model_id(),
+        &messages,
+        &generation_params,
+        Some(&schema),
+    );
+    drafted.draft = Ok(Draft {
+        chosen,
+        rendered,
+        reasons,
+        reasoning_params,
+        generation_params,
+        prompt_hash,
+        model: model.model_id().to_string(),
+        text: g.text,
+        finish_reason: g.finish_reason,
+    });
+    drafted.seconds = t0.elapsed().as_secs_f64();
+    Ok(drafted)
+}
+
+struct AttemptOutcome {
+    result: std::result::Result<(SyntheticRecord, Vec<f32>), Reject>,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    decode_seconds: f64,
+    cached: usize,
+    seconds: f64,
 }

@@ -144,6 +144,7 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
         api_key_env: "OPENAI_API_KEY".into(),
         timeout: 120,
         max_retries: 6,
+        concurrency: 1,
         price_prompt: None,
         price_completion: None,
         seed: 0,

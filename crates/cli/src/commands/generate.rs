@@ -48,6 +48,10 @@ pub struct GenerateArgs {
     /// With --backend openai: retries of a request (429, 5xx, timeouts) before the run stops.
     #[arg(long, default_value_t = 6)]
     pub max_retries: u32,
+    /// With --backend openai: requests in flight at once (each cell's reasoning and generation calls
+    /// run in order; cells run side by side). Results are still judged and written in plan order.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
     /// Price of prompt tokens, USD per million (for the cost line).
     #[arg(long)]
     pub price_prompt: Option<f64>,
@@ -113,18 +117,36 @@ pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
             .and_then(|d| d.smiles.clone())
     };
 
-    let backend: Box<dyn ChatModel> = match (a.backend.as_str(), &a.emit_batch) {
-        ("openai", Some(file)) => Box::new(BatchRecorder::open(
-            file,
-            a.model_name
-                .as_deref()
-                .context("--emit-batch needs --model-name")?,
-            &a.base_url,
-        )?),
-        (_, Some(_)) => anyhow::bail!("--emit-batch goes with --backend openai"),
-        _ => match a.backend.as_str() {
-            "local" => Box::new(a.model.load(ctx)?),
-            "openai" => Box::new(OpenAiChat::new(OpenAiOptions {
+    anyhow::ensure!(
+        a.emit_batch.is_none() || a.response_cache.as_deref() != Some("none"),
+        "--emit-batch needs the response cache (the batch's answers are read from it)"
+    );
+    anyhow::ensure!(a.concurrency >= 1, "--concurrency must be at least 1");
+    let workers = match (a.backend.as_str(), &a.emit_batch) {
+        ("openai", None) => a.concurrency,
+        _ => {
+            if a.concurrency > 1 {
+                tracing::warn!(
+                    "--concurrency {} ignored: the local model already uses every core, and a batch file is written by one writer",
+                    a.concurrency
+                );
+            }
+            1
+        }
+    };
+    let mut models: Vec<Box<dyn ChatModel + Send>> = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let backend: Box<dyn ChatModel + Send> = match (a.backend.as_str(), &a.emit_batch) {
+            ("openai", Some(file)) => Box::new(BatchRecorder::open(
+                file,
+                a.model_name
+                    .as_deref()
+                    .context("--emit-batch needs --model-name")?,
+                &a.base_url,
+            )?),
+            (_, Some(_)) => anyhow::bail!("--emit-batch goes with --backend openai"),
+            ("local", None) => Box::new(a.model.load(ctx)?),
+            ("openai", None) => Box::new(OpenAiChat::new(OpenAiOptions {
                 base_url: a.base_url.clone(),
                 model: a
                     .model_name
@@ -135,28 +157,20 @@ pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
                 max_retries: a.max_retries,
                 ..Default::default()
             })?),
-            other => anyhow::bail!("unknown backend `{other}` (expected local or openai)"),
-        },
-    };
-    anyhow::ensure!(
-        a.emit_batch.is_none() || a.response_cache.as_deref() != Some("none"),
-        "--emit-batch needs the response cache (the batch's answers are read from it)"
-    );
-    let mut cached;
-    let mut uncached;
-    let model: &mut dyn ChatModel = match a.response_cache.as_deref() {
-        Some("none") => {
-            uncached = backend;
-            &mut uncached
-        }
-        dir => {
-            let dir = dir
-                .map(PathBuf::from)
-                .unwrap_or_else(|| crate::paths::cache_dir().join("responses"));
-            cached = CachedChat::new(backend, &dir, &a.backend);
-            &mut cached
-        }
-    };
+            (other, None) => {
+                anyhow::bail!("unknown backend `{other}` (expected local or openai)")
+            }
+        };
+        models.push(match a.response_cache.as_deref() {
+            Some("none") => backend,
+            dir => {
+                let dir = dir
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| crate::paths::cache_dir().join("responses"));
+                Box::new(CachedChat::new(backend, &dir, &a.backend))
+            }
+        });
+    }
     let mut config = GenerateConfig {
         k: a.k,
         n_reasons: a.reasons,
@@ -168,7 +182,7 @@ pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
     config.reasoning.temperature = a.temperature;
     config.generation.temperature = a.temperature;
     let mut generator = Generator {
-        model,
+        models,
         encoder: &encoder,
         cache_dir: crate::paths::cache_dir(),
         corpus: &corpus,
