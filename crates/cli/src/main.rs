@@ -42,9 +42,13 @@ enum Command {
     Chat(commands::chat::ChatArgs),
     /// Generate labelled synthetic trials by retrieval-reasoning (resumable: re-run to continue).
     Generate(commands::generate::GenerateArgs),
-    /// Judge a synthetic set against real trials: similarity distributions, distance to the closest
-    /// real record against a held-out baseline, coverage (JSON; plots and HTML report to come).
+    /// Judge a synthetic set against real trials: cosine distributions, t-SNE, coverage, distance to
+    /// the closest real record against a held-out baseline, label consistency and (--augment)
+    /// utility; writes one self-contained HTML report, PNG figures and JSON.
     Analyze(commands::analyze::AnalyzeArgs),
+    /// Train on real, synthetic and hybrid data and on a sweep of the synthetic share; test on real
+    /// test trials (refuses synthetic sets made from test trials).
+    Augment(commands::augment::AugmentArgs),
     /// Put the results of a batch written by `generate --emit-batch` into the response cache.
     IngestBatch(commands::generate::IngestBatchArgs),
     /// Write trials in other tools' formats.
@@ -129,6 +133,7 @@ fn main() -> std::process::ExitCode {
         Command::Chat(a) => commands::chat::chat(&ctx, a),
         Command::Generate(a) => commands::generate::generate(&ctx, a),
         Command::Analyze(a) => commands::analyze::analyze(&ctx, a),
+        Command::Augment(a) => commands::augment::augment_command(&ctx, a),
         Command::IngestBatch(a) => commands::generate::ingest_batch(&ctx, a),
         Command::Export(ExportCommand::TopCsv(a)) => commands::generate::export_top_csv(&ctx, a),
         Command::Benchmark(BenchmarkCommand::Top(a)) => commands::predict::benchmark_top(&ctx, a),

@@ -5,6 +5,7 @@
 //! Models only ever see [`Protocol`]s (never a `Trial`), so status and stop reason, which give the
 //! label away, cannot reach them.
 
+pub mod augment;
 pub mod benchmark;
 pub mod embedding;
 pub mod metrics;

@@ -119,7 +119,7 @@ pub struct MeanStd {
 }
 
 impl MeanStd {
-    fn of(xs: &[f64]) -> MeanStd {
+    pub fn of(xs: &[f64]) -> MeanStd {
         let n = xs.len().max(1) as f64;
         let mean = xs.iter().sum::<f64>() / n;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;

@@ -34,6 +34,11 @@ pub struct PrivacyReport {
     pub near_copy_cosine: f32,
     /// Median synthetic DCR below the median held-out DCR: a sign of memorisation.
     pub closer_than_real: bool,
+    /// The distances themselves (for the histogram).
+    #[serde(skip)]
+    pub synthetic_distances: Vec<f32>,
+    #[serde(skip)]
+    pub holdout_distances: Vec<f32>,
 }
 
 pub fn privacy(
@@ -63,6 +68,8 @@ pub fn privacy(
         near_copy_cosine,
         synthetic_dcr,
         holdout_dcr,
+        synthetic_distances: syn,
+        holdout_distances: hold,
     }
 }
 

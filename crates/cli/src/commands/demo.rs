@@ -10,6 +10,8 @@ use serde::Serialize;
 use trialforge_trial::top::ImportOptions;
 use trialforge_trial::{corpus, import, Counts, Format, Split};
 
+use super::analyze::{run_analyze, AnalyzeArgs};
+use super::augment::AugmentSettings;
 use super::chat::LlmArgs;
 use super::embed::CorpusArgs;
 use super::embed::{embed_trials, format_hits, search_corpus, EmbedStats, EncoderArgs, SearchHit};
@@ -54,6 +56,7 @@ struct DemoSummary {
     hits: Vec<SearchHit>,
     generation: RunSummary,
     benchmark: BenchmarkReport,
+    analysis: serde_json::Value,
     seconds: f64,
 }
 
@@ -175,6 +178,28 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
     let benchmark = run_benchmark(ctx, &bench_args)?;
     say(format_report(&benchmark));
 
+    say(
+        "== 7. the synthetic set judged: fidelity, coverage, privacy, label consistency, utility"
+            .into(),
+    );
+    let report_dir = a.out.join("report");
+    let analyze_args = AnalyzeArgs {
+        real: corpus_path.clone(),
+        synthetic: gen_args.out.clone(),
+        out: report_dir.clone(),
+        within_pairs: 10_000,
+        across_pairs: 1_000,
+        near_copy_cosine: 0.97,
+        perplexity: 30.0,
+        tsne_max_real: 2000,
+        seed: 0,
+        augment: true,
+        settings: AugmentSettings::default(),
+        encoder: a.encoder.clone(),
+    };
+    let (analysis, analysis_text) = run_analyze(ctx, &analyze_args)?;
+    say(analysis_text);
+
     let summary = DemoSummary {
         corpus: corpus_path.display().to_string(),
         counts,
@@ -183,11 +208,17 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
         hits,
         generation,
         benchmark,
+        analysis,
         seconds: started.elapsed().as_secs_f64(),
     };
     let summary_path = a.out.join("summary.json");
     std::fs::write(&summary_path, serde_json::to_string_pretty(&summary)?)?;
     ctx.emit(&summary, || {
-        format!("\ndemo done in {:.1}s; outputs in {} (summary.json, corpus.jsonl, embeddings.safetensors, synthetic.jsonl)", summary.seconds, a.out.display())
+        format!(
+            "\ndemo done in {:.1}s; outputs in {} (summary.json, corpus.jsonl, embeddings.safetensors, synthetic.jsonl)\nreport: {}",
+            summary.seconds,
+            a.out.display(),
+            report_dir.join("report.html").display()
+        )
     })
 }

@@ -1,6 +1,7 @@
 //! Subcommand implementations.
 
 pub mod analyze;
+pub mod augment;
 pub mod bench;
 pub mod chat;
 pub mod data;

@@ -29,9 +29,14 @@ fn embedder<'a>(
         return Ok(None);
     }
     *encoder = Some(args.load(ctx)?);
+    Ok(Some(cached_embedder(encoder.as_ref().expect("just set"))))
+}
+
+/// The encoder behind the models' protocol-embedding interface, with its cache and a progress bar.
+pub(crate) fn cached_embedder(encoder: &BertEncoder) -> CachedProtocolEmbedder<'_> {
     let pb = crate::progress::bar(0, "embedding");
-    Ok(Some(CachedProtocolEmbedder {
-        encoder: encoder.as_ref().expect("just set"),
+    CachedProtocolEmbedder {
+        encoder,
         cache_dir: crate::paths::cache_dir(),
         progress: Box::new(move |done, total| {
             pb.set_length(total as u64);
@@ -40,10 +45,10 @@ fn embedder<'a>(
                 pb.finish_and_clear();
             }
         }),
-    }))
+    }
 }
 
-fn new_model<'e>(
+pub(crate) fn new_model<'e>(
     kind: ModelKind,
     seed: u64,
     embedder: Option<&'e CachedProtocolEmbedder<'e>>,
