@@ -52,9 +52,6 @@ pub fn drug_pool(corpus: &[Trial], exclude: &[Split]) -> BTreeMap<String, DrugSt
                 name: key,
                 ..Default::default()
             });
-            if s.smiles.is_none() {
-                s.smiles = d.smiles.clone();
-            }
             match label {
                 Label::Success => s.success += 1,
                 Label::Failure => s.failure += 1,
@@ -64,7 +61,58 @@ pub fn drug_pool(corpus: &[Trial], exclude: &[Split]) -> BTreeMap<String, DrugSt
             }
         }
     }
+    let owners = smiles_owners(corpus.iter().filter(|t| !exclude.contains(&t.split)));
+    for (drug, smiles) in owners {
+        if let Some(s) = pool.get_mut(&drug) {
+            s.smiles = Some(smiles);
+        }
+    }
     pool
+}
+
+/// Each drug's SMILES, voted over the trials. TOP pairs drugs and SMILES by list position, but its
+/// SMILES lists skip drugs without one and repeat others (in phase I train, 180 of 1,044 rows have
+/// lists of different lengths, and equal lengths can still be shifted: `bez235, prednisone,
+/// abiraterone acetate` comes with abiraterone's SMILES twice). So a SMILES string belongs to the
+/// drug it is most often paired with (pairings in one-drug trials, which cannot be shifted, count
+/// three times), and each drug takes the most frequent SMILES it owns; a drug that owns none has none.
+fn smiles_owners<'a>(trials: impl Iterator<Item = &'a Trial>) -> BTreeMap<String, String> {
+    let mut votes: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for t in trials {
+        let drugs: Vec<_> = t
+            .protocol
+            .drugs
+            .iter()
+            .filter(|d| d.name.trim().to_lowercase() != "placebo")
+            .collect();
+        let weight = if drugs.len() == 1 { 3 } else { 1 };
+        for d in drugs {
+            if let Some(sm) = d.smiles.as_ref().filter(|s| !s.trim().is_empty()) {
+                *votes
+                    .entry((d.name.trim().to_lowercase(), sm.clone()))
+                    .or_default() += weight;
+            }
+        }
+    }
+    // SMILES -> (votes, drug) of its most frequent drug; ties go to the first name.
+    let mut owner: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
+    for ((drug, sm), &n) in &votes {
+        let e = owner.entry(sm.as_str()).or_insert((0, drug.as_str()));
+        if n > e.0 {
+            *e = (n, drug.as_str());
+        }
+    }
+    let mut best: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    for ((drug, sm), &n) in &votes {
+        if owner.get(sm.as_str()).map(|o| o.1) != Some(drug.as_str()) {
+            continue;
+        }
+        let e = best.entry(drug.clone()).or_insert((0, String::new()));
+        if n > e.0 {
+            *e = (n, sm.clone());
+        }
+    }
+    best.into_iter().map(|(d, (_, sm))| (d, sm)).collect()
 }
 
 impl DrugStats {
@@ -187,6 +235,39 @@ mod tests {
         assert_eq!(plan[1].phase, Phase::Phase2, "failures of a are phase 2");
         assert_eq!(plan[0].phase, Phase::Phase1);
         assert!(default_plan(&pool, 4, 5, 0).is_empty());
+    }
+
+    #[test]
+    fn smiles_go_to_the_drug_they_are_most_often_paired_with() {
+        let with = |pairs: &[(&str, Option<&str>)]| Trial {
+            protocol: Protocol {
+                drugs: pairs
+                    .iter()
+                    .map(|(n, s)| Drug {
+                        name: n.to_string(),
+                        smiles: s.map(String::from),
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            ..trial("x", Label::Success, Split::Train, Phase::Phase1)
+        };
+        let corpus = vec![
+            with(&[("Abiraterone", Some("ABI"))]),
+            // TOP-style shift: prednisone paired with abiraterone's SMILES.
+            with(&[("prednisone", Some("ABI")), ("abiraterone", Some("ABI"))]),
+            with(&[("prednisone", Some("ABI")), ("abiraterone", Some("ABI"))]),
+            with(&[("prednisone", Some("PRED"))]),
+            // Only ever seen shifted onto another drug's SMILES: none.
+            with(&[("bez235", Some("ABI")), ("abiraterone", Some("ABI"))]),
+        ];
+        let owners = smiles_owners(corpus.iter());
+        assert_eq!(owners["abiraterone"], "ABI");
+        assert_eq!(owners["prednisone"], "PRED");
+        assert!(!owners.contains_key("bez235"));
+        let pool = drug_pool(&corpus, &[]);
+        assert_eq!(pool["prednisone"].smiles.as_deref(), Some("PRED"));
+        assert_eq!(pool["bez235"].smiles, None);
     }
 
     #[test]
