@@ -1,9 +1,13 @@
 //! LLM backends for trialforge behind one [`ChatModel`] trait. This crate holds the in-process
-//! backend ([`LocalGguf`]: any llama-family GGUF, run by candle on the CPU) and any
-//! OpenAI-compatible server ([`OpenAiChat`]), plus a response cache ([`CachedChat`]) for either.
+//! backend ([`LocalGguf`]: any llama-family GGUF, run on the CPU by our own forward pass over
+//! candle's quantised kernels, see [`llama`]) and any OpenAI-compatible server ([`OpenAiChat`]),
+//! plus a response cache ([`CachedChat`]) for either.
 
+pub mod llama;
 mod local;
 pub mod openai;
+mod q4;
+pub mod sampling;
 
 pub mod batch;
 pub mod cache;

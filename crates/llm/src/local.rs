@@ -1,21 +1,22 @@
 //! In-process GGUF chat models (llama architecture: SmolLM2, Llama, Mistral, Qwen-style BPE),
 //! decoded by candle on the CPU.
 
-use std::io::{Cursor, Seek};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use candle_core::quantized::gguf_file;
 use candle_core::quantized::tokenizer::TokenizerFromGguf;
-use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
-use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::quantized_llama::ModelWeights;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::Tokenizer;
 
+use crate::llama::Llama;
+use crate::sampling::{apply_repeat_penalty, Sampler};
 use crate::{ChatMessage, ChatModel, Completion, FinishReason, LlmError, Result, SamplingParams};
+
+/// The longest context served: the rotary table and the KV cache grow with it.
+const MAX_CONTEXT: usize = 32_768;
 
 /// End-of-turn markers of common chat templates; whichever the vocabulary has stop decoding.
 const END_OF_TURN: [&str; 5] = [
@@ -45,7 +46,7 @@ impl Default for LocalOptions {
 }
 
 pub struct LocalGguf {
-    model: ModelWeights,
+    model: Llama,
     /// llguidance's view of the vocabulary, built on first constrained request.
     guidance: Option<std::sync::Arc<llguidance::ParserFactory>>,
     vocab_size: usize,
@@ -55,7 +56,6 @@ pub struct LocalGguf {
     eos_token: String,
     stop_ids: Vec<u32>,
     context_len: usize,
-    device: Device,
     id: String,
 }
 
@@ -85,7 +85,8 @@ impl LocalGguf {
             .metadata
             .get("llama.context_length")
             .and_then(|v| v.to_u32().ok())
-            .unwrap_or(2048) as usize;
+            .unwrap_or(2048)
+            .min(MAX_CONTEXT as u32) as usize;
 
         let mut tokenizer = match &opts.tokenizer_json {
             Some(p) => Tokenizer::from_file(p).map_err(|e| LlmError::Model {
@@ -130,15 +131,7 @@ impl LocalGguf {
             .get("tokenizer.ggml.tokens")
             .and_then(|v| v.to_vec().ok())
             .map_or(tokenizer.get_vocab_size(true), Vec::len);
-        let device = Device::Cpu;
-        let model = if opts.requantize_q8 {
-            let mut bytes = requantize_to_q8(&ct, &mut file)
-                .map_err(|e| model_err(format!("re-quantising: {e}")))?;
-            let ct2 = gguf_file::Content::read(&mut bytes)?;
-            ModelWeights::from_gguf(ct2, &mut bytes, &device)?
-        } else {
-            ModelWeights::from_gguf(ct, &mut file, &device)?
-        };
+        let model = Llama::from_gguf(&ct, &mut file, opts.requantize_q8, context_len)?;
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let id = format!(
             "{}:{}:{size}{}",
@@ -158,7 +151,6 @@ impl LocalGguf {
             eos_token,
             stop_ids,
             context_len,
-            device,
             id,
         })
     }
@@ -262,52 +254,33 @@ impl ChatModel for LocalGguf {
                 context: self.context_len,
             });
         }
-        let sampling = if params.temperature <= 0.0 {
-            Sampling::ArgMax
-        } else {
-            let temperature = params.temperature;
-            match (params.top_k, params.top_p) {
-                (None, None) => Sampling::All { temperature },
-                (Some(k), None) => Sampling::TopK { k, temperature },
-                (None, Some(p)) => Sampling::TopP { p, temperature },
-                (Some(k), Some(p)) => Sampling::TopKThenTopP { k, p, temperature },
-            }
-        };
-        let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling);
+        let mut sampler = Sampler::new(params);
 
-        self.model.clear_kv_cache();
+        self.model.clear();
         let started = Instant::now();
-        let input = Tensor::new(prompt_ids.as_slice(), &self.device)?.unsqueeze(0)?;
-        let mut logits = self.model.forward(&input, 0)?;
+        let mut logits = self.model.forward(&prompt_ids)?;
         let prefill_seconds = started.elapsed().as_secs_f64();
 
         let decode_started = Instant::now();
         let mut generated: Vec<u32> = Vec::new();
         let mut finish_reason = FinishReason::Length;
         while generated.len() < params.max_tokens {
-            let mut l = logits.squeeze(0)?.to_dtype(candle_core::DType::F32)?;
             if params.repeat_penalty != 1.0 && !generated.is_empty() {
                 let start = generated.len().saturating_sub(params.repeat_last_n);
-                l = candle_transformers::utils::apply_repeat_penalty(
-                    &l,
-                    params.repeat_penalty,
-                    &generated[start..],
-                )?;
+                apply_repeat_penalty(&mut logits, params.repeat_penalty, &generated[start..]);
             }
             if let Some(m) = matcher.as_mut() {
                 // Only tokens that keep the output a valid prefix of a schema-conforming document.
                 let mask = m
                     .compute_mask()
                     .map_err(|e| LlmError::Constraint(e.to_string()))?;
-                let mut v = l.to_vec1::<f32>()?;
-                for (i, x) in v.iter_mut().enumerate() {
+                for (i, x) in logits.iter_mut().enumerate() {
                     if !mask.is_allowed(i as u32) {
                         *x = f32::NEG_INFINITY;
                     }
                 }
-                l = Tensor::from_vec(v, l.dims1()?, &self.device)?;
             }
-            let next = sampler.sample(&l)?;
+            let next = sampler.sample(&logits);
             if self.stop_ids.contains(&next) {
                 finish_reason = FinishReason::Stop;
                 break;
@@ -325,10 +298,7 @@ impl ChatModel for LocalGguf {
             if generated.len() == params.max_tokens {
                 break;
             }
-            let input = Tensor::new(&[next], &self.device)?.unsqueeze(0)?;
-            logits = self
-                .model
-                .forward(&input, prompt_ids.len() + generated.len() - 1)?;
+            logits = self.model.forward(&[next])?;
         }
         let text = self
             .tokenizer
@@ -344,35 +314,4 @@ impl ChatModel for LocalGguf {
             cached: false,
         })
     }
-}
-
-/// Rewrites a GGUF in memory with its 4/5-bit matrices re-quantised to Q8_0 (same metadata).
-fn requantize_to_q8<R: std::io::Read + Seek>(
-    ct: &gguf_file::Content,
-    reader: &mut R,
-) -> candle_core::Result<Cursor<Vec<u8>>> {
-    let cpu = Device::Cpu;
-    let mut names: Vec<&String> = ct.tensor_infos.keys().collect();
-    names.sort();
-    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(names.len());
-    for name in names {
-        let q = ct.tensor(reader, name, &cpu)?;
-        let low_bit = matches!(
-            q.dtype(),
-            GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
-        );
-        let q = if low_bit && q.shape().dims().last().is_some_and(|d| d % 32 == 0) {
-            QTensor::quantize(&q.dequantize(&cpu)?, GgmlDType::Q8_0)?
-        } else {
-            q
-        };
-        tensors.push((name.clone(), q));
-    }
-    let metadata: Vec<(&str, &gguf_file::Value)> =
-        ct.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, q)| (n.as_str(), q)).collect();
-    let mut out = Cursor::new(Vec::new());
-    gguf_file::write(&mut out, &metadata, &refs)?;
-    out.rewind()?;
-    Ok(out)
 }
