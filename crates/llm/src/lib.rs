@@ -40,6 +40,8 @@ pub enum LlmError {
     Candle(#[from] candle_core::Error),
     #[error("constrained decoding: {0}")]
     Constraint(String),
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
     #[error("remote LLM: {0}")]
     Remote(String),
     /// The request was written to a batch file; its answer comes later (see [`batch`]).

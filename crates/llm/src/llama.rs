@@ -140,7 +140,7 @@ impl Llama {
             ct.metadata
                 .get(k)
                 .and_then(|v| v.to_u32().ok())
-                .ok_or_else(|| LlmError::Constraint(format!("GGUF metadata `{k}` missing")))
+                .ok_or_else(|| LlmError::Unsupported(format!("GGUF metadata `{k}` missing")))
         };
         let n_head = meta("llama.attention.head_count")? as usize;
         let n_kv_head = meta("llama.attention.head_count_kv")? as usize;
@@ -161,9 +161,15 @@ impl Llama {
             || !dim.is_multiple_of(n_head)
             || !n_head.is_multiple_of(n_kv_head)
         {
-            return Err(LlmError::Constraint(format!(
+            return Err(LlmError::Unsupported(format!(
                 "unsupported attention shape: {n_head} heads, {n_kv_head} key/value heads, width {dim}"
             )));
+        }
+        if meta("llama.expert_count").unwrap_or(0) > 1 {
+            return Err(LlmError::Unsupported(
+                "mixture-of-experts GGUF models are not supported (dense llama-family models are)"
+                    .into(),
+            ));
         }
         let head_dim = dim / n_head;
         let tensor = |reader: &mut R, name: &str| ct.tensor(reader, name, &cpu);
@@ -215,7 +221,7 @@ impl Llama {
             for q in &parts {
                 let dims = q.shape().dims();
                 if q.dtype() != dtype || dims[1] != cols {
-                    return Err(LlmError::Constraint(
+                    return Err(LlmError::Unsupported(
                         "projections of one layer differ in format or width".into(),
                     ));
                 }
@@ -304,7 +310,9 @@ impl Llama {
     /// Feeds `tokens` after the cached ones and returns the logits of the last.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         if tokens.is_empty() {
-            return Err(LlmError::Constraint("forward over no tokens".into()));
+            return Err(LlmError::Unsupported(
+                "a forward pass needs at least one token".into(),
+            ));
         }
         if self.cached + tokens.len() > self.context {
             return Err(LlmError::ContextOverflow {
