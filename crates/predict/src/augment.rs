@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Serialize;
-use trialforge_trial::{Split, Trial};
+use trialforge_trial::{Drug, Split, Trial};
 
 use crate::benchmark::{examples, predict_trials};
 use crate::metrics::{average_precision, bootstrap_indices, MeanStd, Scores};
@@ -339,12 +339,7 @@ pub fn run<'m>(
     let synthetic_drugs: HashSet<String> = data
         .synthetic
         .iter()
-        .flat_map(|t| {
-            t.protocol
-                .drugs
-                .iter()
-                .map(|d| d.name.trim().to_lowercase())
-        })
+        .flat_map(|t| t.protocol.drugs.iter().map(Drug::key))
         .collect();
     let unseen: Vec<usize> = (0..data.test.len())
         .filter(|&i| {
@@ -352,7 +347,7 @@ pub fn run<'m>(
                 .protocol
                 .drugs
                 .iter()
-                .any(|d| synthetic_drugs.contains(&d.name.trim().to_lowercase()))
+                .any(|d| synthetic_drugs.contains(&d.key()))
         })
         .collect();
     let on_subset = |c: &ConditionResult| {

@@ -107,7 +107,7 @@ pub fn coverage_with(trials: &[Trial], lookup: &HashMap<String, String>) -> Cove
             *c.icd_chapters.entry(ch).or_default() += 1;
         }
         for d in &t.protocol.drugs {
-            *c.drugs.entry(d.name.trim().to_lowercase()).or_default() += 1;
+            *c.drugs.entry(d.key()).or_default() += 1;
         }
     }
     c

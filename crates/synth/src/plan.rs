@@ -44,7 +44,7 @@ pub fn drug_pool(corpus: &[Trial], exclude: &[Split]) -> BTreeMap<String, DrugSt
     for t in corpus.iter().filter(|t| !exclude.contains(&t.split)) {
         let Some(label) = t.label else { continue };
         for d in &t.protocol.drugs {
-            let key = d.name.trim().to_lowercase();
+            let key = d.key();
             if key.is_empty() || key == "placebo" {
                 continue;
             }
@@ -83,14 +83,12 @@ fn smiles_owners<'a>(trials: impl Iterator<Item = &'a Trial>) -> BTreeMap<String
             .protocol
             .drugs
             .iter()
-            .filter(|d| d.name.trim().to_lowercase() != "placebo")
+            .filter(|d| d.key() != "placebo")
             .collect();
         let weight = if drugs.len() == 1 { 3 } else { 1 };
         for d in drugs {
             if let Some(sm) = d.smiles.as_ref().filter(|s| !s.trim().is_empty()) {
-                *votes
-                    .entry((d.name.trim().to_lowercase(), sm.clone()))
-                    .or_default() += weight;
+                *votes.entry((d.key(), sm.clone())).or_default() += weight;
             }
         }
     }

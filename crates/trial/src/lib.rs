@@ -14,7 +14,7 @@ pub mod top;
 
 pub use error::ImportError;
 pub use import::Format;
-pub use record::{Criteria, Drug, Label, Phase, PostHoc, Protocol, Source, Split, Trial};
+pub use record::{drug_key, Criteria, Drug, Label, Phase, PostHoc, Protocol, Source, Split, Trial};
 
 /// Row and label counts of a set of trials, as reported by `data import`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]

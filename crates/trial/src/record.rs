@@ -68,6 +68,18 @@ pub struct Drug {
     pub smiles: Option<String>,
 }
 
+impl Drug {
+    /// The name as drug pools, plans and coverage tables key it (see [`drug_key`]).
+    pub fn key(&self) -> String {
+        drug_key(&self.name)
+    }
+}
+
+/// One spelling per drug name for lookups: trimmed and lower-cased.
+pub fn drug_key(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
 /// Eligibility criteria: the raw text and its inclusion / exclusion items.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Criteria {

@@ -113,7 +113,7 @@ pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
         a.min_per_label
     );
     let smiles = |name: &str| {
-        pool.get(&name.trim().to_lowercase())
+        pool.get(&trialforge_trial::drug_key(name))
             .and_then(|d| d.smiles.clone())
     };
 
