@@ -74,6 +74,20 @@ fn plot_err(e: impl std::fmt::Display) -> ReportError {
     ReportError::Plot(e.to_string())
 }
 
+/// The series legend every figure draws, top right on a translucent white box.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(plot_err)
+}
+
 impl Figure {
     pub fn svg(&self) -> Result<String> {
         register_font();
@@ -182,14 +196,7 @@ impl Figure {
                 .label(format!("{name} (n = {})", values.len()))
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(plot_err)
+        draw_legend(&mut chart)
     }
 
     fn scatter<DB: DrawingBackend>(
@@ -238,14 +245,7 @@ impl Figure {
                 .label(format!("{name} (n = {})", members.len()))
                 .legend(move |(x, y)| Circle::new((x + 6, y), 4, c.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(plot_err)
+        draw_legend(&mut chart)
     }
 
     fn bars<DB: DrawingBackend>(
@@ -308,14 +308,7 @@ impl Figure {
                 EmptyElement::at((i as f64 + 0.5, 0.0)) + Text::new(short, (0, 6), style.clone())
             }))
             .map_err(plot_err)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(plot_err)
+        draw_legend(&mut chart)
     }
 }
 
