@@ -404,19 +404,20 @@ impl Generator<'_> {
                 };
                 let outcome = this.judge(cell, attempt, &tag, drafted, &synthetic_vectors)?;
                 summary.attempts += 1;
-                summary.prompt_tokens += outcome.prompt_tokens;
-                summary.completion_tokens += outcome.completion_tokens;
-                summary.cached_responses += outcome.cached;
-                decode_seconds += outcome.decode_seconds;
+                let usage = outcome.usage;
+                summary.prompt_tokens += usage.prompt_tokens;
+                summary.completion_tokens += usage.completion_tokens;
+                summary.cached_responses += usage.cached;
+                decode_seconds += usage.decode_seconds;
                 let mut entry = Attempt {
                     cell: cell.index,
                     attempt,
                     accepted: false,
                     id: None,
                     reject: None,
-                    prompt_tokens: outcome.prompt_tokens,
-                    completion_tokens: outcome.completion_tokens,
-                    seconds: outcome.seconds,
+                    prompt_tokens: usage.prompt_tokens,
+                    completion_tokens: usage.completion_tokens,
+                    seconds: usage.seconds,
                 };
                 attempts_used.insert(cell.index, attempt + 1);
                 let finished = match outcome.result {
@@ -497,11 +498,7 @@ impl Generator<'_> {
         let cfg = &self.config;
         let mut outcome = AttemptOutcome {
             result: Err(Reject::new("internal", "not judged")),
-            prompt_tokens: drafted.prompt_tokens,
-            completion_tokens: drafted.completion_tokens,
-            decode_seconds: drafted.decode_seconds,
-            cached: drafted.cached,
-            seconds: drafted.seconds,
+            usage: drafted.usage,
         };
         let d = match drafted.draft {
             Ok(d) => d,
@@ -606,8 +603,8 @@ impl Generator<'_> {
                 reasoning_params: d.reasoning_params,
                 generation_params: d.generation_params,
                 prompt_hash: d.prompt_hash,
-                prompt_tokens: outcome.prompt_tokens,
-                completion_tokens: outcome.completion_tokens,
+                prompt_tokens: outcome.usage.prompt_tokens,
+                completion_tokens: outcome.usage.completion_tokens,
             },
             validation: ValidationScores {
                 nearest_real,
@@ -635,23 +632,30 @@ struct Draft {
     finish_reason: trialforge_llm::FinishReason,
 }
 
-/// A draft (or why none could be made) with the attempt's token accounting.
-struct Drafted {
-    draft: std::result::Result<Draft, Reject>,
+/// Tokens and time an attempt spent.
+#[derive(Clone, Copy, Default)]
+struct Usage {
     prompt_tokens: usize,
     completion_tokens: usize,
     decode_seconds: f64,
+    /// Responses served from the cache.
     cached: usize,
     seconds: f64,
 }
 
-impl Drafted {
+impl Usage {
     fn add(&mut self, c: &trialforge_llm::Completion) {
         self.prompt_tokens += c.prompt_tokens;
         self.completion_tokens += c.completion_tokens;
         self.decode_seconds += c.decode_seconds;
         self.cached += c.cached as usize;
     }
+}
+
+/// A draft (or why none could be made) with the attempt's accounting.
+struct Drafted {
+    draft: std::result::Result<Draft, Reject>,
+    usage: Usage,
 }
 
 /// One attempt's LLM work: retrieve examples, ask for reasons, ask for the trial. Runs in a worker
@@ -666,11 +670,7 @@ fn draft(
     let t0 = Instant::now();
     let mut drafted = Drafted {
         draft: Err(Reject::new("internal", "not drafted")),
-        prompt_tokens: 0,
-        completion_tokens: 0,
-        decode_seconds: 0.0,
-        cached: 0,
-        seconds: 0.0,
+        usage: Usage::default(),
     };
     let chosen = corpus.examples(cell, cfg.k, cfg.example_near_duplicate);
     if chosen.is_empty() {
@@ -694,7 +694,7 @@ fn draft(
         &reasoning_messages(cell, &rendered, cfg.n_reasons),
         &reasoning_params,
     )?;
-    drafted.add(&r);
+    drafted.usage.add(&r);
     let reasons = parse_reasons(&r.text, cfg.n_reasons);
 
     let generation_params = SamplingParams {
@@ -704,7 +704,7 @@ fn draft(
     let messages = generation_messages(cell, &rendered, &reasons);
     let schema = request_schema(&cell.drug, cell.phase);
     let g = model.chat_json(&messages, &generation_params, Some(&schema))?;
-    drafted.add(&g);
+    drafted.usage.add(&g);
     let prompt_hash = request_hash(
         &cfg.backend,
         model.model_id(),
@@ -723,15 +723,11 @@ fn draft(
         text: g.text,
         finish_reason: g.finish_reason,
     });
-    drafted.seconds = t0.elapsed().as_secs_f64();
+    drafted.usage.seconds = t0.elapsed().as_secs_f64();
     Ok(drafted)
 }
 
 struct AttemptOutcome {
     result: std::result::Result<(SyntheticRecord, Vec<f32>), Reject>,
-    prompt_tokens: usize,
-    completion_tokens: usize,
-    decode_seconds: f64,
-    cached: usize,
-    seconds: f64,
+    usage: Usage,
 }
