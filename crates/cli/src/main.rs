@@ -8,6 +8,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Synthetic clinical trials by retrieval-reasoning with an LLM, and trial outcome prediction.
 ///
 /// Everything runs offline on the bundled data (TOP benchmark files, ClinicalTrials.gov samples) and

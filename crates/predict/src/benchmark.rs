@@ -2,7 +2,7 @@
 //! selection only), predict its test split, score every model and HINT's shipped predictions on the
 //! same bootstrap resamples of the test set (HINT's protocol: 20 resamples).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -11,7 +11,7 @@ use trialforge_trial::top::{self, ImportOptions};
 use trialforge_trial::{Protocol, Trial};
 
 use crate::metrics::{bootstrap, bootstrap_indices, BootstrapScores};
-use crate::model::{Example, ModelKind, OutcomeModel};
+use crate::model::{Example, ModelSpec, OutcomeModel};
 use crate::{PredictError, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -89,7 +89,7 @@ pub struct BenchmarkReport {
 pub struct BenchmarkOptions {
     pub data_dir: PathBuf,
     pub phase: TopPhase,
-    pub models: Vec<ModelKind>,
+    pub models: Vec<ModelSpec>,
     pub resamples: usize,
     pub seed: u64,
 }
@@ -112,10 +112,30 @@ fn read_split(dir: &Path, phase: TopPhase, split: &str) -> Result<(SplitInfo, Op
     ))
 }
 
-/// Runs the benchmark. `make` builds an untrained model of a kind; `on_model` reports progress.
+/// Protocols a model may pre-train on without labels: the train and valid files of every phase in
+/// `dir`, minus any trial whose id is in the test set (or that is a test trial under another
+/// phase's file name). Test files are never read for this.
+pub fn unlabelled_protocols(dir: &Path, test_ids: &HashSet<&str>) -> Result<Vec<Trial>> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for phase in [TopPhase::I, TopPhase::II, TopPhase::III] {
+        for split in ["train", "valid"] {
+            if let (_, Some(trials)) = read_split(dir, phase, split)? {
+                out.extend(
+                    trials
+                        .into_iter()
+                        .filter(|t| !test_ids.contains(t.id.as_str()) && seen.insert(t.id.clone())),
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the benchmark. `make` builds an untrained model; `on_model` reports progress.
 pub fn run<'m>(
     opts: &BenchmarkOptions,
-    mut make: impl FnMut(ModelKind) -> Result<Box<dyn OutcomeModel + 'm>>,
+    mut make: impl FnMut(&ModelSpec) -> Result<Box<dyn OutcomeModel + 'm>>,
     mut on_model: impl FnMut(&str),
 ) -> Result<BenchmarkReport> {
     let (train_info, train) = read_split(&opts.data_dir, opts.phase, "train")?;
@@ -138,7 +158,7 @@ pub fn run<'m>(
             splits,
             resamples: opts.resamples,
             seed: opts.seed,
-            rows: opts.models.iter().map(|k| row(k.name())).collect(),
+            rows: opts.models.iter().map(|k| row(&k.name())).collect(),
             reference: row("HINT (shipped predictions)"),
         });
     };
@@ -151,12 +171,16 @@ pub fn run<'m>(
         })?;
     let indices = bootstrap_indices(test.len(), opts.resamples, opts.seed);
 
+    let test_ids: HashSet<&str> = test.iter().map(|t| t.id.as_str()).collect();
+    let unlabelled = unlabelled_protocols(&opts.data_dir, &test_ids)?;
+    let unlabelled: Vec<&Protocol> = unlabelled.iter().map(|t| &t.protocol).collect();
+
     let mut rows = Vec::new();
-    for &kind in &opts.models {
-        on_model(kind.name());
+    for spec in &opts.models {
+        on_model(&spec.name());
         let Some(train) = &train else {
             rows.push(ModelRow {
-                model: kind.name().into(),
+                model: spec.name(),
                 status: missing(&train_info),
                 scores: None,
                 train_seconds: None,
@@ -164,15 +188,16 @@ pub fn run<'m>(
             });
             continue;
         };
-        let mut model = make(kind)?;
+        let mut model = make(spec)?;
         let started = Instant::now();
+        model.add_unlabelled(&unlabelled);
         let valid_examples = valid.as_deref().map(examples).unwrap_or_default();
         model.fit(&examples(train), &valid_examples)?;
         let train_seconds = started.elapsed().as_secs_f64();
         let started = Instant::now();
         let scores = predict_trials(model.as_ref(), &test)?;
         rows.push(ModelRow {
-            model: kind.name().into(),
+            model: spec.name(),
             status: "ok".into(),
             scores: Some(bootstrap(&labels, &scores, &indices)),
             train_seconds: Some(train_seconds),

@@ -33,8 +33,12 @@ impl ProtocolEmbedder for CachedProtocolEmbedder<'_> {
     fn embed(&self, protocols: &[&Protocol]) -> Result<Vec<Vec<f32>>> {
         let texts: Vec<String> = protocols.iter().map(|p| protocol_text(p)).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        self.embed_texts(&refs)
+    }
+
+    fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let mut cached = CachedEncoder::new(self.encoder, &self.cache_dir)?;
-        Ok(cached.embed(&refs, |d, t| (self.progress)(d, t))?)
+        Ok(cached.embed(texts, |d, t| (self.progress)(d, t))?)
     }
 }
 

@@ -7,13 +7,14 @@
 
 pub mod augment;
 pub mod benchmark;
+pub mod cladmop;
 pub mod embedding;
 pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod tfidf;
 
-pub use model::{load_model, Example, ModelKind, OutcomeModel};
+pub use model::{load_model, Example, ModelKind, ModelSpec, OutcomeModel};
 
 use trialforge_trial::Protocol;
 
@@ -46,4 +47,6 @@ pub trait ProtocolEmbedder {
     fn id(&self) -> String;
     fn dim(&self) -> usize;
     fn embed(&self, protocols: &[&Protocol]) -> Result<Vec<Vec<f32>>>;
+    /// Embeds free texts (criteria items, for instance) with the same encoder.
+    fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
 }

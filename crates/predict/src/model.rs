@@ -22,20 +22,32 @@ pub enum ModelKind {
     TfidfLr,
     /// MLP on sentence-encoder embeddings of the protocol rendering.
     EmbedMlp,
+    /// CLaDMoP-style model: criteria items, molecules and ICD codes fused, pre-trained on pair
+    /// matching, fine-tuned with LoRA.
+    Cladmop,
+    /// The pre-trained pair-matching score of a trial's own criteria and drugs, as outcome score.
+    CladmopZeroShot,
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 2] = [ModelKind::TfidfLr, ModelKind::EmbedMlp];
+    pub const ALL: [ModelKind; 4] = [
+        ModelKind::TfidfLr,
+        ModelKind::EmbedMlp,
+        ModelKind::Cladmop,
+        ModelKind::CladmopZeroShot,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::TfidfLr => "tfidf-lr",
             ModelKind::EmbedMlp => "embed-mlp",
+            ModelKind::Cladmop => "cladmop",
+            ModelKind::CladmopZeroShot => "cladmop-zero-shot",
         }
     }
 
     pub fn needs_encoder(self) -> bool {
-        matches!(self, ModelKind::EmbedMlp)
+        !matches!(self, ModelKind::TfidfLr)
     }
 }
 
@@ -55,11 +67,84 @@ impl std::str::FromStr for ModelKind {
     }
 }
 
+/// A model kind with its ablation flags, named as on the command line: `cladmop-no-grouping`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub kind: ModelKind,
+    pub ablations: crate::cladmop::Ablations,
+}
+
+impl From<ModelKind> for ModelSpec {
+    fn from(kind: ModelKind) -> Self {
+        ModelSpec {
+            kind,
+            ablations: Default::default(),
+        }
+    }
+}
+
+impl ModelSpec {
+    pub fn name(&self) -> String {
+        format!("{}{}", self.kind.name(), self.ablations.suffix())
+    }
+}
+
+impl std::str::FromStr for ModelSpec {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim();
+        if let Ok(kind) = s.parse::<ModelKind>() {
+            return Ok(kind.into());
+        }
+        // The longest kind name the text starts with, then ablation suffixes.
+        let kind = ModelKind::ALL
+            .into_iter()
+            .filter(|k| s.starts_with(k.name()))
+            .max_by_key(|k| k.name().len())
+            .filter(|k| matches!(k, ModelKind::Cladmop | ModelKind::CladmopZeroShot));
+        let Some(kind) = kind else {
+            return s.parse::<ModelKind>().map(Into::into);
+        };
+        let mut ablations = crate::cladmop::Ablations::default();
+        let mut rest = &s[kind.name().len()..];
+        while !rest.is_empty() {
+            let flag = [
+                ("-no-pretrain", &mut ablations.no_pretrain),
+                ("-no-grouping", &mut ablations.no_grouping),
+                ("-no-drug", &mut ablations.no_drug),
+            ]
+            .into_iter()
+            .find(|(name, _)| rest.starts_with(name));
+            match flag {
+                Some((name, on)) => {
+                    *on = true;
+                    rest = &rest[name.len()..];
+                }
+                None => {
+                    return Err(format!(
+                        "unknown model `{s}`: after `{}`, expected -no-pretrain, -no-grouping or -no-drug",
+                        kind.name()
+                    ))
+                }
+            }
+        }
+        if kind == ModelKind::CladmopZeroShot && ablations.no_pretrain {
+            return Err(
+                "cladmop-zero-shot is the pre-trained score: it has no -no-pretrain".into(),
+            );
+        }
+        Ok(ModelSpec { kind, ablations })
+    }
+}
+
 /// An outcome model: fit on labelled protocols, predict the probability of success.
 pub trait OutcomeModel {
     fn kind(&self) -> ModelKind;
     /// Trains on `train`; `valid` is used for early stopping and model selection only.
     fn fit(&mut self, train: &[Example], valid: &[Example]) -> Result<()>;
+    /// Protocols without labels that a model may learn from before `fit` (pre-training); models
+    /// that have no use for them ignore them. Never give it test protocols.
+    fn add_unlabelled(&mut self, _protocols: &[&Protocol]) {}
     /// Probability of success for each protocol.
     fn predict(&self, protocols: &[&Protocol]) -> Result<Vec<f32>>;
     /// Writes `config.json` and `weights.safetensors` into `dir`.
@@ -103,15 +188,19 @@ pub fn load_model<'e>(
     embedder: Option<&'e dyn ProtocolEmbedder>,
 ) -> Result<Box<dyn OutcomeModel + 'e>> {
     let header: Header = read_config(dir)?;
+    if header.kind == ModelKind::TfidfLr {
+        return Ok(Box::new(crate::tfidf::TfidfLr::load(dir)?));
+    }
+    let e = embedder.ok_or_else(|| {
+        PredictError::Invalid(
+            "this model reads embeddings: give it the encoder it was trained with".into(),
+        )
+    })?;
     Ok(match header.kind {
-        ModelKind::TfidfLr => Box::new(crate::tfidf::TfidfLr::load(dir)?),
-        ModelKind::EmbedMlp => {
-            let e = embedder.ok_or_else(|| {
-                PredictError::Invalid(
-                    "this model reads embeddings: give it the encoder it was trained with".into(),
-                )
-            })?;
-            Box::new(crate::embedding::EmbedMlp::load(dir, e)?)
+        ModelKind::TfidfLr => unreachable!("handled above"),
+        ModelKind::EmbedMlp => Box::new(crate::embedding::EmbedMlp::load(dir, e)?),
+        ModelKind::Cladmop | ModelKind::CladmopZeroShot => {
+            Box::new(crate::cladmop::Cladmop::load(dir, e)?)
         }
     })
 }

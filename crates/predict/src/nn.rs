@@ -152,7 +152,7 @@ pub struct FitReport {
 /// Mean binary cross-entropy on logits in the numerically stable form
 /// max(z, 0) - z y + ln(1 + e^-|z|). (candle-nn's version takes log(sigmoid(z)), which is -inf once
 /// a logit saturates in f32, and training turns to NaN.)
-fn bce(logits: &Tensor, y: &Tensor) -> Result<Tensor> {
+pub(crate) fn bce(logits: &Tensor, y: &Tensor) -> Result<Tensor> {
     let softplus_neg_abs = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;
     let loss = ((logits.relu()? - (logits * y)?)? + softplus_neg_abs)?;
     Ok(loss.mean_all()?)

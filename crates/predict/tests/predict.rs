@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 use trialforge_predict::benchmark::{self, examples, predict_trials, BenchmarkOptions, TopPhase};
+use trialforge_predict::cladmop::{Ablations, Cladmop, CladmopParams};
 use trialforge_predict::embedding::{EmbedMlp, EmbedMlpParams};
 use trialforge_predict::metrics::Scores;
 use trialforge_predict::tfidf::{TfidfLr, TfidfLrParams};
-use trialforge_predict::{load_model, ModelKind, OutcomeModel, ProtocolEmbedder};
+use trialforge_predict::{load_model, ModelKind, ModelSpec, OutcomeModel, ProtocolEmbedder};
 use trialforge_trial::top::{self, ImportOptions};
 use trialforge_trial::{PostHoc, Protocol, Trial};
 
@@ -32,11 +33,18 @@ impl ProtocolEmbedder for HashEmbedder {
         64
     }
     fn embed(&self, ps: &[&Protocol]) -> trialforge_predict::Result<Vec<Vec<f32>>> {
-        Ok(ps
+        let texts: Vec<String> = ps
             .iter()
-            .map(|p| {
+            .map(|p| trialforge_trial::render::protocol_text(p))
+            .collect();
+        self.embed_texts(&texts.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+    fn embed_texts(&self, texts: &[&str]) -> trialforge_predict::Result<Vec<Vec<f32>>> {
+        Ok(texts
+            .iter()
+            .map(|t| {
                 let mut v = vec![0.0f32; 64];
-                for w in trialforge_trial::render::protocol_text(p).split_whitespace() {
+                for w in t.split_whitespace() {
                     let h = w
                         .bytes()
                         .fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
@@ -91,7 +99,7 @@ fn tfidf_report(phase: TopPhase) -> benchmark::BenchmarkReport {
         &BenchmarkOptions {
             data_dir: top_dir(),
             phase,
-            models: vec![ModelKind::TfidfLr],
+            models: vec![ModelKind::TfidfLr.into()],
             resamples: 20,
             seed: 0,
         },
@@ -207,6 +215,9 @@ fn loading_needs_the_same_encoder() {
         fn embed(&self, ps: &[&Protocol]) -> trialforge_predict::Result<Vec<Vec<f32>>> {
             HashEmbedder.embed(ps)
         }
+        fn embed_texts(&self, ts: &[&str]) -> trialforge_predict::Result<Vec<Vec<f32>>> {
+            HashEmbedder.embed_texts(ts)
+        }
     }
     let train = split("phase_I_valid.csv");
     let e = HashEmbedder;
@@ -226,4 +237,139 @@ fn loading_needs_the_same_encoder() {
         .to_string();
     assert!(err.contains("trained with encoder `hash-64`"), "{err}");
     assert!(load_model(dir.path(), None).is_err());
+}
+
+/// A CLaDMoP small enough to train in seconds on the hashed stand-in encoder.
+fn small_cladmop(ablations: Ablations, zero_shot: bool, seed: u64) -> CladmopParams {
+    let mut p = CladmopParams {
+        dim: 16,
+        heads: 2,
+        groups: 4,
+        ablations,
+        zero_shot,
+        lora_rank: 2,
+        ..Default::default()
+    }
+    .with_seed(seed);
+    p.pretrain.max_epochs = 3;
+    p.finetune.max_epochs = 4;
+    p
+}
+
+#[test]
+fn cladmop_trains_predicts_and_round_trips_with_each_ablation() {
+    let e = HashEmbedder;
+    for (ablations, zero_shot) in [
+        (Ablations::default(), false),
+        (Ablations::default(), true),
+        (
+            Ablations {
+                no_pretrain: true,
+                ..Default::default()
+            },
+            false,
+        ),
+        (
+            Ablations {
+                no_grouping: true,
+                no_drug: true,
+                ..Default::default()
+            },
+            false,
+        ),
+    ] {
+        let params = small_cladmop(ablations, zero_shot, 0);
+        check_model(Box::new(Cladmop::new(params, &e)), Some(&e));
+    }
+}
+
+#[test]
+fn cladmop_pretrains_on_unlabelled_protocols_fine_tunes_only_adapters_and_is_seeded() {
+    let e = HashEmbedder;
+    let train = split("phase_I_valid.csv");
+    let extra = split("phase_II_valid.csv");
+    let extra: Vec<&Protocol> = extra.iter().take(150).map(|t| &t.protocol).collect();
+    let run = |seed| {
+        let mut m = Cladmop::new(small_cladmop(Ablations::default(), false, seed), &e);
+        m.add_unlabelled(&extra);
+        m.fit(&examples(&train[..80]), &examples(&train[80..]))
+            .unwrap();
+        (
+            predict_trials(&m, &train[80..]).unwrap(),
+            m.report().clone(),
+        )
+    };
+    let (p1, r) = run(3);
+    assert_eq!(p1, run(3).0, "same seed, same model");
+    assert_ne!(p1, run(4).0, "another seed, another model");
+    // The pre-training set: 117 labelled + up to 150 unlabelled protocols, duplicates removed.
+    assert!(r.pretrain_trials > 117 && r.pretrain_trials <= 267, "{r:?}");
+    assert!(r.pretrain_heldout_match_auc.is_some());
+    // PEFT: fine-tuning moves a small share of the weights.
+    assert!(
+        r.trained_in_finetune > 0 && r.trained_in_finetune * 4 < r.total_parameters,
+        "{r:?}"
+    );
+    assert!(r.fusion_macs_grouped > 0.0 && r.fusion_macs_ungrouped > 0.0);
+}
+
+#[test]
+fn pair_matching_learns_which_drugs_go_with_which_criteria() {
+    // Each drug appears with its own kind of criteria: pre-training must tell matched pairs from
+    // swapped ones on held-out protocols far above chance.
+    let e = HashEmbedder;
+    let template = split("phase_I_valid.csv").remove(0);
+    let kinds = [
+        ("CCO", "alcohol use disorder with liver disease"),
+        ("c1ccccc1N", "metastatic melanoma after immunotherapy"),
+        (
+            "CC(=O)Oc1ccccc1C(=O)O",
+            "stable angina and prior myocardial infarction",
+        ),
+        (
+            "CN1CCC[C@H]1c1cccnc1",
+            "smokers wishing to quit within a month",
+        ),
+    ];
+    let mut trials = Vec::new();
+    for i in 0..240 {
+        let (smiles, topic) = kinds[i % kinds.len()];
+        let mut t = template.clone();
+        t.id = format!("NCT9{i:07}");
+        t.protocol.title = format!("Study {i}");
+        t.protocol.criteria.inclusion =
+            vec![format!("patients with {topic}"), format!("cohort {i}")];
+        t.protocol.criteria.exclusion = vec![format!("no {topic} treatment before")];
+        t.protocol.drugs = vec![trialforge_trial::Drug {
+            name: format!("drug {}", i % kinds.len()),
+            smiles: Some(smiles.into()),
+        }];
+        trials.push(t);
+    }
+    let mut p = small_cladmop(Ablations::default(), true, 1);
+    p.pretrain.max_epochs = 30;
+    p.pretrain.patience = 30;
+    p.pretrain.learning_rate = 3e-3;
+    p.hard_negatives = 0.0;
+    let mut m = Cladmop::new(p, &e);
+    m.fit(&examples(&trials), &[]).unwrap();
+    let auc = m.report().pretrain_heldout_match_auc.unwrap();
+    assert!(auc > 0.9, "held-out pair-matching AUC {auc}");
+}
+
+#[test]
+fn model_names_carry_ablations() {
+    let s: ModelSpec = "cladmop-no-grouping-no-drug".parse().unwrap();
+    assert_eq!(s.kind, ModelKind::Cladmop);
+    assert!(s.ablations.no_grouping && s.ablations.no_drug && !s.ablations.no_pretrain);
+    assert_eq!(s.name(), "cladmop-no-grouping-no-drug");
+    assert_eq!(
+        "cladmop-zero-shot".parse::<ModelSpec>().unwrap().kind,
+        ModelKind::CladmopZeroShot
+    );
+    assert!("cladmop-zero-shot-no-pretrain"
+        .parse::<ModelSpec>()
+        .is_err());
+    assert!("cladmop-no-such".parse::<ModelSpec>().is_err());
+    assert!("tfidf-lr-no-drug".parse::<ModelSpec>().is_err());
 }

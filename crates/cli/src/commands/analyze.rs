@@ -140,7 +140,7 @@ fn label_consistency(
         return Ok(None);
     }
     let embedder = cached_embedder(encoder);
-    let mut model = new_model(a.settings.model, a.seed, Some(&embedder))?;
+    let mut model = new_model(a.settings.model, a.seed, Some(&embedder), |_| {})?;
     model.fit(&examples(&train), &[])?;
     let p = predict_trials(model.as_ref(), &labelled)?;
     let y: Vec<u8> = labelled

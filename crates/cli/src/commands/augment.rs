@@ -155,7 +155,7 @@ pub fn run_augment(
         &data,
         &opts,
         |seed| {
-            new_model(settings.model, seed, embedder.as_ref())
+            new_model(settings.model, seed, embedder.as_ref(), |_| {})
                 .map_err(|e| trialforge_predict::PredictError::Invalid(e.to_string()))
         },
         |step| {

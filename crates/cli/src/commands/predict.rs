@@ -10,10 +10,11 @@ use trialforge_encode::BertEncoder;
 use trialforge_predict::benchmark::{
     self, examples, predict_trials, BenchmarkOptions, BenchmarkReport, ModelRow, TopPhase,
 };
+use trialforge_predict::cladmop::{Cladmop, CladmopParams};
 use trialforge_predict::embedding::{CachedProtocolEmbedder, EmbedMlp, EmbedMlpParams};
 use trialforge_predict::metrics::{bootstrap, bootstrap_indices, BootstrapScores};
 use trialforge_predict::tfidf::{TfidfLr, TfidfLrParams};
-use trialforge_predict::{load_model, ModelKind, OutcomeModel};
+use trialforge_predict::{load_model, ModelKind, ModelSpec, OutcomeModel};
 
 use super::embed::{CorpusArgs, EncoderArgs};
 use super::Ctx;
@@ -48,12 +49,18 @@ pub(crate) fn cached_embedder(encoder: &BertEncoder) -> CachedProtocolEmbedder<'
     }
 }
 
+/// An untrained model. `on_status` receives the training stages of models that report them.
 pub(crate) fn new_model<'e>(
-    kind: ModelKind,
+    spec: impl Into<ModelSpec>,
     seed: u64,
     embedder: Option<&'e CachedProtocolEmbedder<'e>>,
+    on_status: impl Fn(&str) + 'e,
 ) -> anyhow::Result<Box<dyn OutcomeModel + 'e>> {
-    Ok(match kind {
+    let spec = spec.into();
+    let needs = |what: &str| -> anyhow::Result<&'e CachedProtocolEmbedder<'e>> {
+        embedder.with_context(|| format!("{what} needs the encoder"))
+    };
+    Ok(match spec.kind {
         ModelKind::TfidfLr => {
             let mut p = TfidfLrParams::default();
             p.train.seed = seed;
@@ -62,21 +69,42 @@ pub(crate) fn new_model<'e>(
         ModelKind::EmbedMlp => {
             let mut p = EmbedMlpParams::default();
             p.train.seed = seed;
-            Box::new(EmbedMlp::new(
-                p,
-                embedder.context("embed-mlp needs the encoder")?,
-            ))
+            Box::new(EmbedMlp::new(p, needs("embed-mlp")?))
+        }
+        ModelKind::Cladmop | ModelKind::CladmopZeroShot => {
+            let params = CladmopParams {
+                ablations: spec.ablations.clone(),
+                zero_shot: spec.kind == ModelKind::CladmopZeroShot,
+                ..Default::default()
+            }
+            .with_seed(seed);
+            Box::new(
+                Cladmop::new(params, needs("cladmop")?)
+                    .with_progress(on_status)
+                    .with_checkpoints(crate::paths::cache_dir().join("checkpoints")),
+            )
         }
     })
 }
 
-fn parse_models(list: &str) -> anyhow::Result<Vec<ModelKind>> {
-    if list == "all" {
-        return Ok(ModelKind::ALL.to_vec());
+/// `all` (every model kind), or a comma-separated list of model names with ablation suffixes.
+fn parse_models(list: &str) -> anyhow::Result<Vec<ModelSpec>> {
+    let mut out = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        match name {
+            "all" => out.extend(ModelKind::ALL.map(ModelSpec::from)),
+            "ablations" => out.extend(
+                [
+                    "cladmop-no-pretrain",
+                    "cladmop-no-grouping",
+                    "cladmop-no-drug",
+                ]
+                .map(|n| n.parse::<ModelSpec>().expect("known ablation names")),
+            ),
+            _ => out.push(name.parse().map_err(anyhow::Error::msg)?),
+        }
     }
-    list.split(',')
-        .map(|s| s.trim().parse().map_err(anyhow::Error::msg))
-        .collect()
+    Ok(out)
 }
 
 #[derive(Args)]
@@ -87,7 +115,9 @@ pub struct BenchmarkTopArgs {
     /// Phase: I, II or III.
     #[arg(long, default_value = "I")]
     pub phase: TopPhase,
-    /// Comma-separated models, or `all` (tfidf-lr, embed-mlp).
+    /// Comma-separated models: tfidf-lr, embed-mlp, cladmop, cladmop-zero-shot, cladmop with
+    /// ablation suffixes (cladmop-no-pretrain, cladmop-no-grouping, cladmop-no-drug, combinable);
+    /// `all` is the four models, `ablations` the three ablations.
     #[arg(long, default_value = "all")]
     pub models: String,
     /// Bootstrap resamples of the test set (HINT uses 20).
@@ -106,7 +136,7 @@ pub fn run_benchmark(ctx: &Ctx, a: &BenchmarkTopArgs) -> anyhow::Result<Benchmar
     let emb = embedder(
         ctx,
         &a.encoder,
-        kinds.iter().any(|k| k.needs_encoder()),
+        kinds.iter().any(|k| k.kind.needs_encoder()),
         &mut encoder,
     )?;
     let opts = BenchmarkOptions {
@@ -122,9 +152,12 @@ pub fn run_benchmark(ctx: &Ctx, a: &BenchmarkTopArgs) -> anyhow::Result<Benchmar
     let spinner = crate::progress::spinner("training");
     let report = benchmark::run(
         &opts,
-        |k| {
-            new_model(k, a.seed, emb.as_ref())
-                .map_err(|e| trialforge_predict::PredictError::Invalid(format!("{e:#}")))
+        |spec| {
+            let (sp, name) = (spinner.clone(), spec.name());
+            new_model(spec.clone(), a.seed, emb.as_ref(), move |s| {
+                sp.set_message(format!("{name}: {s}"))
+            })
+            .map_err(|e| trialforge_predict::PredictError::Invalid(format!("{e:#}")))
         },
         |m| spinner.set_message(format!("training {m}")),
     )?;
@@ -186,9 +219,10 @@ pub fn benchmark_top(ctx: &Ctx, a: BenchmarkTopArgs) -> anyhow::Result<()> {
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Model kind: tfidf-lr or embed-mlp.
+    /// Model: tfidf-lr, embed-mlp, cladmop, cladmop-zero-shot, or cladmop with ablation suffixes
+    /// (cladmop-no-pretrain, cladmop-no-grouping, cladmop-no-drug).
     #[arg(long)]
-    pub model: ModelKind,
+    pub model: ModelSpec,
     /// Labelled training trials (any input `data import` reads).
     #[arg(long)]
     pub train: PathBuf,
@@ -198,6 +232,10 @@ pub struct TrainArgs {
     /// Output folder (config.json + weights.safetensors).
     #[arg(long, short)]
     pub out: PathBuf,
+    /// Trials without labels that cladmop pre-trains on besides the training and validation
+    /// trials (pair matching uses no labels). Never give it test trials.
+    #[arg(long)]
+    pub unlabelled: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]
@@ -231,14 +269,24 @@ pub fn train(ctx: &Ctx, a: TrainArgs) -> anyhow::Result<()> {
     let (tr, va) = (examples(&train), examples(&valid));
     anyhow::ensure!(!tr.is_empty(), "{}: no labelled trials", a.train.display());
     let mut encoder = None;
-    let emb = embedder(ctx, &a.encoder, a.model.needs_encoder(), &mut encoder)?;
-    let mut model = new_model(a.model, a.seed, emb.as_ref())?;
+    let emb = embedder(ctx, &a.encoder, a.model.kind.needs_encoder(), &mut encoder)?;
     let spinner = crate::progress::spinner(&format!("training {}", a.model.name()));
+    let sp = spinner.clone();
+    let mut model = new_model(a.model.clone(), a.seed, emb.as_ref(), move |s| {
+        sp.set_message(s.to_string())
+    })?;
+    let unlabelled = a
+        .unlabelled
+        .as_deref()
+        .map(load_trials)
+        .transpose()?
+        .unwrap_or_default();
+    model.add_unlabelled(&unlabelled.iter().map(|t| &t.protocol).collect::<Vec<_>>());
     model.fit(&tr, &va)?;
     spinner.finish_and_clear();
     model.save(&a.out)?;
     let s = TrainSummary {
-        model: a.model.name().into(),
+        model: a.model.name(),
         train: tr.len(),
         valid: va.len(),
         out: a.out.display().to_string(),
