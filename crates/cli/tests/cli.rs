@@ -247,3 +247,82 @@ fn analyze_flags_a_copied_set_as_memorised() {
     assert_eq!(v["coverage_real"], v["coverage_synthetic"]);
     assert!(out.join("analysis.json").is_file());
 }
+
+/// The first `n` records of a TOP file, as a TOP file of its own.
+fn top_slice(from: &str, skip: usize, n: usize, to: &std::path::Path) {
+    let mut r = csv::Reader::from_path(root().join("data/top").join(from)).unwrap();
+    let mut w = csv::Writer::from_path(to).unwrap();
+    w.write_record(r.headers().unwrap()).unwrap();
+    for rec in r.records().skip(skip).take(n) {
+        w.write_record(&rec.unwrap()).unwrap();
+    }
+    w.flush().unwrap();
+}
+
+#[test]
+fn cladmop_trains_evaluates_and_predicts_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name);
+    top_slice("phase_I_train.csv", 0, 60, &p("phase_I_train.csv"));
+    top_slice("phase_I_valid.csv", 0, 30, &p("phase_I_valid.csv"));
+    top_slice("phase_I_test.csv", 0, 30, &p("phase_I_test.csv"));
+    top_slice("phase_II_valid.csv", 0, 30, &p("unlabelled.csv"));
+    let s = |p: PathBuf| p.display().to_string();
+    let out = run(
+        &[
+            "train",
+            "--model",
+            "cladmop-no-grouping",
+            "--train",
+            &s(p("phase_I_train.csv")),
+            "--valid",
+            &s(p("phase_I_valid.csv")),
+            "--unlabelled",
+            &s(p("unlabelled.csv")),
+            "-o",
+            &s(p("model")),
+            "--json",
+        ],
+        &p("cache"),
+    );
+    let v = json(&out);
+    assert_eq!(v["model"], "cladmop-no-grouping");
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(p("model/config.json")).unwrap()).unwrap();
+    assert_eq!(config["kind"], "cladmop");
+    assert_eq!(config["params"]["ablations"]["no_grouping"], true);
+    // 60 + 30 labelled and 30 unlabelled protocols (duplicates removed) were pre-trained on.
+    let pretrained = config["report"]["pretrain_trials"].as_u64().unwrap();
+    assert!(pretrained > 90 && pretrained <= 120, "{pretrained}");
+    assert!(p("model/weights.safetensors").is_file());
+
+    let v = json(&run(
+        &[
+            "evaluate",
+            "--model",
+            &s(p("model")),
+            "--corpus",
+            &s(p("phase_I_test.csv")),
+            "--json",
+        ],
+        &p("cache"),
+    ));
+    let auc = v["roc_auc"]["mean"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&auc), "{v}");
+
+    let v = json(&run(
+        &[
+            "predict",
+            "--model",
+            &s(p("model")),
+            &s(p("phase_I_test.csv")),
+            "--json",
+        ],
+        &p("cache"),
+    ));
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 30);
+    assert!(rows
+        .iter()
+        .all(|r| (0.0..=1.0).contains(&r["probability"].as_f64().unwrap())));
+}

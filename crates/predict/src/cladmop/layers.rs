@@ -100,7 +100,7 @@ impl Store {
         self.select(prefixes).iter().map(|v| v.elem_count()).sum()
     }
 
-    pub fn snapshot(&self) -> Result<Vec<(String, Tensor)>> {
+    pub fn snapshot(&self) -> Result<Snapshot> {
         self.vars
             .iter()
             .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?)))
@@ -116,6 +116,9 @@ impl Store {
         Ok(())
     }
 }
+
+/// Copies of every variable, by name: the weights of the best epoch so far.
+pub type Snapshot = Vec<(String, Tensor)>;
 
 /// A linear layer, optionally with a low-rank adapter: y = x W^T + b + s (x A^T) B^T.
 pub struct Linear {
@@ -214,7 +217,7 @@ pub struct Attention {
 
 impl Attention {
     pub fn new(store: &mut Store, name: &str, dim: usize, heads: usize) -> Result<Attention> {
-        if dim % heads != 0 {
+        if !dim.is_multiple_of(heads) {
             return Err(PredictError::Invalid(format!(
                 "model width {dim} is not a multiple of {heads} heads"
             )));

@@ -38,7 +38,7 @@ use crate::model::{read_config, write_config, Example, Header, ModelKind, Outcom
 use crate::nn::{bce, TrainConfig};
 use crate::{PredictError, ProtocolEmbedder, Result};
 use features::{batch, featurise, FeatureLimits, TrialInput};
-use layers::Store;
+use layers::{Snapshot, Store};
 use net::{fusion_macs, Net, NetConfig, OUTCOME_HEAD, PRETRAINED};
 
 /// Which protocols pair matching learns from.
@@ -372,7 +372,7 @@ impl<'e> Cladmop<'e> {
         };
 
         let mut opt = optimiser(store.select(PRETRAINED), cfg)?;
-        let mut best: Option<(f64, usize, f64, Vec<(String, Tensor)>)> = None;
+        let mut best: Option<(f64, usize, f64, Snapshot)> = None;
         let mut epochs = 0;
         let mut train = train;
         for epoch in 0..cfg.max_epochs {
@@ -445,7 +445,7 @@ impl<'e> Cladmop<'e> {
             bce(&net.outcome_logits(&b)?, &yt)
         };
         let mut order: Vec<usize> = (0..train.0.len()).collect();
-        let mut best: Option<(f64, usize, Vec<(String, Tensor)>)> = None;
+        let mut best: Option<(f64, usize, Snapshot)> = None;
         let mut epochs = 0;
         for epoch in 0..cfg.max_epochs {
             epochs = epoch + 1;
