@@ -9,7 +9,10 @@ use trialforge_encode::{CachedEncoder, TextEncoder};
 use trialforge_trial::render::protocol_text;
 use trialforge_trial::Protocol;
 
-use crate::model::{labels, read_config, write_config, Example, Header, ModelKind, OutcomeModel};
+use crate::model::{
+    check_encoder, labels, read_config, save_weights, write_config, Example, Header, ModelKind,
+    OutcomeModel,
+};
 use crate::nn::{fit, label_tensor, matrix, FitReport, Mlp, TrainConfig};
 use crate::{PredictError, ProtocolEmbedder, Result};
 
@@ -93,14 +96,7 @@ impl<'e> EmbedMlp<'e> {
 
     pub fn load(dir: &Path, embedder: &'e dyn ProtocolEmbedder) -> Result<Self> {
         let cfg: EmbedMlpConfig = read_config(dir)?;
-        if cfg.encoder != embedder.id() {
-            return Err(PredictError::Invalid(format!(
-                "{}: trained with encoder `{}`, but `{}` was given",
-                dir.display(),
-                cfg.encoder,
-                embedder.id()
-            )));
-        }
+        check_encoder(dir, &cfg.encoder, embedder)?;
         let wpath = dir.join("weights.safetensors");
         let tensors = candle_core::safetensors::load(&wpath, &Device::Cpu)?;
         Ok(EmbedMlp {
@@ -183,10 +179,6 @@ impl OutcomeModel for EmbedMlp<'_> {
                 fit: self.report.clone(),
             },
         )?;
-        let wpath = dir.join("weights.safetensors");
-        candle_core::safetensors::save(&m.tensors("mlp"), &wpath).map_err(|e| PredictError::Io {
-            path: wpath.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })
+        save_weights(dir, &m.tensors("mlp"))
     }
 }

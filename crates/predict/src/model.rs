@@ -182,6 +182,34 @@ pub(crate) fn read_config<T: for<'de> Deserialize<'de>>(dir: &Path) -> Result<T>
     })
 }
 
+/// Writes a model's tensors to `dir/weights.safetensors`.
+pub(crate) fn save_weights(
+    dir: &Path,
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+) -> Result<()> {
+    let wpath = dir.join("weights.safetensors");
+    candle_core::safetensors::save(tensors, &wpath).map_err(|e| PredictError::Io {
+        path: wpath.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// A model that reads embeddings must be loaded with the encoder it was trained with.
+pub(crate) fn check_encoder(
+    dir: &Path,
+    trained_with: &str,
+    given: &dyn ProtocolEmbedder,
+) -> Result<()> {
+    if trained_with != given.id() {
+        return Err(PredictError::Invalid(format!(
+            "{}: trained with encoder `{trained_with}`, but `{}` was given",
+            dir.display(),
+            given.id()
+        )));
+    }
+    Ok(())
+}
+
 /// Loads a saved model; models that read embeddings need the same encoder they were trained with.
 pub fn load_model<'e>(
     dir: &Path,

@@ -17,7 +17,9 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use trialforge_trial::Protocol;
 
-use crate::model::{labels, read_config, write_config, Example, Header, ModelKind, OutcomeModel};
+use crate::model::{
+    labels, read_config, save_weights, write_config, Example, Header, ModelKind, OutcomeModel,
+};
 use crate::nn::{fit, label_tensor, FitReport, Mlp, TrainConfig};
 use crate::{PredictError, Result};
 
@@ -309,14 +311,7 @@ impl OutcomeModel for TfidfLr {
                 vocabulary: vocab.clone(),
             },
         )?;
-        let wpath = dir.join("weights.safetensors");
-        candle_core::safetensors::save(&model.tensors("linear"), &wpath).map_err(|e| {
-            PredictError::Io {
-                path: wpath.clone(),
-                source: std::io::Error::other(e.to_string()),
-            }
-        })?;
-        Ok(())
+        save_weights(dir, &model.tensors("linear"))
     }
 }
 

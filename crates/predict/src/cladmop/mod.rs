@@ -34,7 +34,10 @@ use serde::{Deserialize, Serialize};
 use trialforge_trial::{Label, Protocol};
 
 use crate::metrics::roc_auc;
-use crate::model::{read_config, write_config, Example, Header, ModelKind, OutcomeModel};
+use crate::model::{
+    check_encoder, read_config, save_weights, write_config, Example, Header, ModelKind,
+    OutcomeModel,
+};
 use crate::nn::{bce, TrainConfig};
 use crate::{PredictError, ProtocolEmbedder, Result};
 use features::{batch, featurise, FeatureLimits, TrialInput};
@@ -247,14 +250,7 @@ impl<'e> Cladmop<'e> {
 
     pub fn load(dir: &Path, embedder: &'e dyn ProtocolEmbedder) -> Result<Self> {
         let cfg: CladmopConfig = read_config(dir)?;
-        if cfg.encoder != embedder.id() {
-            return Err(PredictError::Invalid(format!(
-                "{}: trained with encoder `{}`, but `{}` was given",
-                dir.display(),
-                cfg.encoder,
-                embedder.id()
-            )));
-        }
+        check_encoder(dir, &cfg.encoder, embedder)?;
         let wpath = dir.join("weights.safetensors");
         let tensors = candle_core::safetensors::load(&wpath, &Device::Cpu)?;
         let mut store = Store::from_tensors(tensors)?;
@@ -653,11 +649,7 @@ impl OutcomeModel for Cladmop<'_> {
                 report: self.report.clone(),
             },
         )?;
-        let wpath = dir.join("weights.safetensors");
-        candle_core::safetensors::save(&t.store.tensors(), &wpath).map_err(|e| PredictError::Io {
-            path: wpath.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })
+        save_weights(dir, &t.store.tensors())
     }
 }
 
