@@ -4,9 +4,11 @@
 
 mod bert;
 mod cache;
+mod states;
 
-pub use bert::BertEncoder;
+pub use bert::{Activation, BertEncoder, EncoderLayer, LAYER_TENSORS};
 pub use cache::{CachedEncoder, EmbeddingCache};
+pub use states::StateCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
@@ -36,6 +38,10 @@ pub trait TextEncoder: Send + Sync {
     fn dim(&self) -> usize;
     /// Embeds a batch of texts; the output has one unit vector per input, in order.
     fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// The BERT model behind this encoder, for models that fine-tune its top layer.
+    fn as_bert(&self) -> Option<&BertEncoder> {
+        None
+    }
 }
 
 /// Cosine similarity of two unit vectors (their dot product).

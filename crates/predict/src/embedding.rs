@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use trialforge_encode::{CachedEncoder, TextEncoder};
+use trialforge_encode::{CachedEncoder, EncoderLayer, StateCache, TextEncoder};
 use trialforge_trial::render::protocol_text;
 use trialforge_trial::Protocol;
 
@@ -42,6 +42,19 @@ impl ProtocolEmbedder for CachedProtocolEmbedder<'_> {
     fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let mut cached = CachedEncoder::new(self.encoder, &self.cache_dir)?;
         Ok(cached.embed(texts, |d, t| (self.progress)(d, t))?)
+    }
+
+    fn states_below_top(&self, protocols: &[&Protocol]) -> Result<Vec<Tensor>> {
+        let bert = self.encoder.as_bert().ok_or_else(|| self.no_top_layer())?;
+        let texts: Vec<String> = protocols.iter().map(|p| protocol_text(p)).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let cache = StateCache::open(&self.cache_dir.join("states"), bert)?;
+        Ok(cache.states(bert, &refs, |d, t| (self.progress)(d, t))?)
+    }
+
+    fn top_layer(&self) -> Result<EncoderLayer> {
+        let bert = self.encoder.as_bert().ok_or_else(|| self.no_top_layer())?;
+        Ok(bert.top_layer()?)
     }
 }
 

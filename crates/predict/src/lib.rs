@@ -9,6 +9,7 @@ pub mod augment;
 pub mod benchmark;
 pub mod cladmop;
 pub mod embedding;
+pub mod finetune;
 pub mod metrics;
 pub mod model;
 pub mod nn;
@@ -49,4 +50,20 @@ pub trait ProtocolEmbedder {
     fn embed(&self, protocols: &[&Protocol]) -> Result<Vec<Vec<f32>>>;
     /// Embeds free texts (criteria items, for instance) with the same encoder.
     fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// For a model that fine-tunes the encoder's top layer: the states entering that layer for
+    /// each protocol's rendering, (tokens x dim) each. Only BERT-family encoders split this way.
+    fn states_below_top(&self, _protocols: &[&Protocol]) -> Result<Vec<candle_core::Tensor>> {
+        Err(self.no_top_layer())
+    }
+    /// The weights of the encoder's top layer (see [`ProtocolEmbedder::states_below_top`]).
+    fn top_layer(&self) -> Result<trialforge_encode::EncoderLayer> {
+        Err(self.no_top_layer())
+    }
+    #[doc(hidden)]
+    fn no_top_layer(&self) -> PredictError {
+        PredictError::Invalid(format!(
+            "encoder `{}` has no top layer to fine-tune (BERT-family encoders have)",
+            self.id()
+        ))
+    }
 }

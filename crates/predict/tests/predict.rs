@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use trialforge_predict::benchmark::{self, examples, predict_trials, BenchmarkOptions, TopPhase};
 use trialforge_predict::cladmop::{Ablations, Cladmop, CladmopParams};
-use trialforge_predict::embedding::{EmbedMlp, EmbedMlpParams};
+use trialforge_predict::embedding::{CachedProtocolEmbedder, EmbedMlp, EmbedMlpParams};
+use trialforge_predict::finetune::{EncoderFt, EncoderFtParams};
 use trialforge_predict::metrics::Scores;
 use trialforge_predict::tfidf::{TfidfLr, TfidfLrParams};
 use trialforge_predict::{load_model, ModelKind, ModelSpec, OutcomeModel, ProtocolEmbedder};
@@ -127,14 +128,28 @@ fn missing_splits_are_reported_not_skipped() {
     );
 }
 
-fn check_model(mut model: Box<dyn OutcomeModel + '_>, embedder: Option<&dyn ProtocolEmbedder>) {
+fn check_model(model: Box<dyn OutcomeModel + '_>, embedder: Option<&dyn ProtocolEmbedder>) {
+    check_model_on(model, embedder, 300, 117, 100)
+}
+
+/// Trains on the first `n_train` phase I train trials (`n_valid` valid ones for early stopping)
+/// and checks predictions on the first `n_test` test trials.
+fn check_model_on(
+    mut model: Box<dyn OutcomeModel + '_>,
+    embedder: Option<&dyn ProtocolEmbedder>,
+    n_train: usize,
+    n_valid: usize,
+    n_test: usize,
+) {
     let train = split("phase_I_train.csv");
     let valid = split("phase_I_valid.csv");
     let mut test = split("phase_I_test.csv");
-    let (train, test_slice) = (&train[..300], &mut test[..100]);
-    model.fit(&examples(train), &examples(&valid)).unwrap();
+    let (train, test_slice) = (&train[..n_train], &mut test[..n_test]);
+    model
+        .fit(&examples(train), &examples(&valid[..n_valid]))
+        .unwrap();
     let before = predict_trials(model.as_ref(), test_slice).unwrap();
-    assert_eq!(before.len(), 100);
+    assert_eq!(before.len(), n_test);
     assert!(before.iter().all(|p| (0.0..=1.0).contains(p)));
     assert!(
         before.iter().any(|p| (p - before[0]).abs() > 1e-4),
@@ -186,6 +201,79 @@ fn embed_mlp_trains_predicts_and_round_trips() {
         ..Default::default()
     };
     check_model(Box::new(EmbedMlp::new(params, &e)), Some(&e));
+}
+
+/// The fetched MiniLM behind the models' embedding interface, its caches in `cache`.
+fn minilm(cache: &std::path::Path) -> (trialforge_encode::BertEncoder, PathBuf) {
+    let dir = trialforge_models::require(
+        &trialforge_models::default_dir(),
+        &trialforge_models::MINILM,
+    )
+    .expect("the MiniLM model; run `trialforge models fetch` first");
+    (
+        trialforge_encode::BertEncoder::load(&dir).unwrap(),
+        cache.to_path_buf(),
+    )
+}
+
+#[test]
+fn encoder_ft_fine_tunes_the_top_layer_and_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bert, cache_dir) = minilm(tmp.path());
+    let e = CachedProtocolEmbedder {
+        encoder: &bert,
+        cache_dir,
+        progress: Box::new(|_, _| {}),
+    };
+    let params = EncoderFtParams {
+        max_epochs: 3,
+        ..Default::default()
+    };
+    check_model_on(Box::new(EncoderFt::new(params, &e)), Some(&e), 60, 30, 30);
+    // The frozen states were cached: one file per distinct rendering.
+    let files = std::fs::read_dir(tmp.path().join("states"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .count();
+    assert!((100..=120).contains(&files), "{files} state files");
+
+    // The layer itself moved, not only the head.
+    let train = split("phase_I_train.csv");
+    let mut m = EncoderFt::new(
+        EncoderFtParams {
+            max_epochs: 1,
+            ..Default::default()
+        },
+        &e,
+    );
+    m.fit(&examples(&train[..40]), &[]).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    m.save(out.path()).unwrap();
+    let saved = candle_core::safetensors::load(
+        out.path().join("weights.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let original = bert.top_layer().unwrap();
+    let moved = |short: &str| -> f32 {
+        (&saved[&format!("layer.{short}")] - &original.tensors[short])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
+    assert!(moved("ffn_in.weight") > 0.0 && moved("value.weight") > 0.0);
+}
+
+#[test]
+fn encoder_ft_needs_an_encoder_with_a_top_layer() {
+    let train = split("phase_I_valid.csv");
+    let mut m = EncoderFt::new(EncoderFtParams::default(), &HashEmbedder);
+    let err = m.fit(&examples(&train[..20]), &[]).unwrap_err().to_string();
+    assert!(err.contains("has no top layer to fine-tune"), "{err}");
 }
 
 #[test]

@@ -12,6 +12,7 @@ use trialforge_predict::benchmark::{
 };
 use trialforge_predict::cladmop::{Cladmop, CladmopParams};
 use trialforge_predict::embedding::{CachedProtocolEmbedder, EmbedMlp, EmbedMlpParams};
+use trialforge_predict::finetune::{EncoderFt, EncoderFtParams};
 use trialforge_predict::metrics::{bootstrap, bootstrap_indices, BootstrapScores};
 use trialforge_predict::tfidf::{TfidfLr, TfidfLrParams};
 use trialforge_predict::{load_model, ModelKind, ModelSpec, OutcomeModel};
@@ -71,6 +72,13 @@ pub(crate) fn new_model<'e>(
             p.train.seed = seed;
             Box::new(EmbedMlp::new(p, needs("embed-mlp")?))
         }
+        ModelKind::EncoderFt => {
+            let params = EncoderFtParams {
+                seed,
+                ..Default::default()
+            };
+            Box::new(EncoderFt::new(params, needs("encoder-ft")?).with_progress(on_status))
+        }
         ModelKind::Cladmop | ModelKind::CladmopZeroShot => {
             let params = CladmopParams {
                 ablations: spec.ablations.clone(),
@@ -87,12 +95,12 @@ pub(crate) fn new_model<'e>(
     })
 }
 
-/// `all` (every model kind), or a comma-separated list of model names with ablation suffixes.
+/// `all` (the default models), `ablations`, or a comma-separated list of model names with ablation suffixes.
 fn parse_models(list: &str) -> anyhow::Result<Vec<ModelSpec>> {
     let mut out = Vec::new();
     for name in list.split(',').map(str::trim) {
         match name {
-            "all" => out.extend(ModelKind::ALL.map(ModelSpec::from)),
+            "all" => out.extend(ModelKind::DEFAULT.map(ModelSpec::from)),
             "ablations" => out.extend(
                 [
                     "cladmop-no-pretrain",
@@ -115,9 +123,11 @@ pub struct BenchmarkTopArgs {
     /// Phase: I, II or III.
     #[arg(long, default_value = "I")]
     pub phase: TopPhase,
-    /// Comma-separated models: tfidf-lr, embed-mlp, cladmop, cladmop-zero-shot, cladmop with
-    /// ablation suffixes (cladmop-no-pretrain, cladmop-no-grouping, cladmop-no-drug, combinable);
-    /// `all` is the four models, `ablations` the three ablations.
+    /// Comma-separated models: tfidf-lr, embed-mlp, encoder-ft, cladmop, cladmop-zero-shot, cladmop
+    /// with ablation suffixes (cladmop-no-pretrain, cladmop-no-grouping, cladmop-no-drug,
+    /// combinable). `all` is tfidf-lr, embed-mlp, cladmop and cladmop-zero-shot; encoder-ft (the
+    /// encoder's top layer fine-tuned on the rendering) is opt-in, `all,encoder-ft`, since its
+    /// frozen states take minutes to compute when not cached. `ablations` is the three ablations.
     #[arg(long, default_value = "all")]
     pub models: String,
     /// Bootstrap resamples of the test set (HINT uses 20).
@@ -219,7 +229,7 @@ pub fn benchmark_top(ctx: &Ctx, a: BenchmarkTopArgs) -> anyhow::Result<()> {
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Model: tfidf-lr, embed-mlp, cladmop, cladmop-zero-shot, or cladmop with ablation suffixes
+    /// Model: tfidf-lr, embed-mlp, encoder-ft, cladmop, cladmop-zero-shot, or cladmop with ablation suffixes
     /// (cladmop-no-pretrain, cladmop-no-grouping, cladmop-no-drug).
     #[arg(long)]
     pub model: ModelSpec,

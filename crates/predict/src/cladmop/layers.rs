@@ -80,6 +80,14 @@ impl Store {
         Ok(v)
     }
 
+    pub fn get(&self, name: &str) -> Option<&Var> {
+        self.vars.get(name)
+    }
+
+    pub fn insert(&mut self, name: &str, var: Var) {
+        self.vars.insert(name.to_string(), var);
+    }
+
     /// Variables whose names start with any of `prefixes` (all of them for an empty list).
     pub fn select(&self, prefixes: &[&str]) -> Vec<Var> {
         self.vars
@@ -190,14 +198,17 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centred = x.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
-        Ok(normed
-            .broadcast_mul(self.gamma.as_tensor())?
-            .broadcast_add(self.beta.as_tensor())?)
+        layer_norm(x, self.gamma.as_tensor(), self.beta.as_tensor(), 1e-5)
     }
+}
+
+/// Layer normalisation over the last dimension, from differentiable primitives.
+pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+    Ok(normed.broadcast_mul(gamma)?.broadcast_add(beta)?)
 }
 
 /// Additive attention bias from a (batch, keys) 0/1 mask: 0 where present, -1e4 where padding.
