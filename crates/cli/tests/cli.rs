@@ -326,3 +326,66 @@ fn cladmop_trains_evaluates_and_predicts_from_the_command_line() {
         .iter()
         .all(|r| (0.0..=1.0).contains(&r["probability"].as_f64().unwrap())));
 }
+
+#[test]
+fn cladmop_reads_criteria_through_the_gguf_llm_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name);
+    top_slice("phase_I_train.csv", 0, 16, &p("train.csv"));
+    top_slice("phase_I_test.csv", 0, 4, &p("test.csv"));
+    let s = |p: PathBuf| p.display().to_string();
+    let gguf = s(root().join("models/smollm2-135m-instruct/model.gguf"));
+    let out = run(
+        &[
+            "train",
+            "--model",
+            "cladmop-no-pretrain",
+            "--train",
+            &s(p("train.csv")),
+            "--encoder",
+            &gguf,
+            "-o",
+            &s(p("model")),
+            "--json",
+        ],
+        &p("cache"),
+    );
+    assert_eq!(json(&out)["model"], "cladmop-no-pretrain");
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(p("model/config.json")).unwrap()).unwrap();
+    let encoder = config["encoder"].as_str().unwrap();
+    assert!(encoder.ends_with(":mean-hidden:256"), "{encoder}");
+    // 576-d item embeddings, cached under the LLM's id.
+    let caches: Vec<String> = std::fs::read_dir(p("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        caches
+            .iter()
+            .any(|f| f.ends_with(":mean-hidden:256.d576.emb")),
+        "{caches:?}"
+    );
+
+    let v = json(&run(
+        &[
+            "predict",
+            "--model",
+            &s(p("model")),
+            &s(p("test.csv")),
+            "--encoder",
+            &gguf,
+            "--json",
+        ],
+        &p("cache"),
+    ));
+    assert_eq!(v.as_array().unwrap().len(), 4);
+    // Without --encoder the default MiniLM is loaded, and the model refuses it.
+    let out = run(
+        &["predict", "--model", &s(p("model")), &s(p("test.csv"))],
+        &p("cache"),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("trained with encoder"), "{err}");
+}

@@ -130,15 +130,6 @@ impl BertEncoder {
         self.max_len
     }
 
-    /// Number of tokens each text has after truncation (for sorting work by length).
-    pub fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>> {
-        let enc = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| EncodeError::Tokenizer(e.to_string()))?;
-        Ok(enc.iter().map(|e| e.get_ids().len()).collect())
-    }
-
     /// Token ids, type ids and attention mask of a batch, padded to its longest text: (n, len) each.
     fn tokenise(&self, texts: &[&str]) -> Result<(Tensor, Tensor, Tensor)> {
         let enc = self
@@ -316,6 +307,14 @@ impl BertEncoder {
 impl TextEncoder for BertEncoder {
     fn as_bert(&self) -> Option<&BertEncoder> {
         Some(self)
+    }
+
+    fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>> {
+        let enc = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| EncodeError::Tokenizer(e.to_string()))?;
+        Ok(enc.iter().map(|e| e.get_ids().len()).collect())
     }
 
     fn model_id(&self) -> &str {

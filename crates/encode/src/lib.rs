@@ -27,6 +27,9 @@ pub enum EncodeError {
     Tokenizer(String),
     #[error("encoder forward pass: {0}")]
     Candle(#[from] candle_core::Error),
+    /// Any other backend's failure (an LLM's forward pass, for instance).
+    #[error("encoder: {0}")]
+    Backend(String),
 }
 
 pub type Result<T> = std::result::Result<T, EncodeError>;
@@ -38,6 +41,13 @@ pub trait TextEncoder: Send + Sync {
     fn dim(&self) -> usize;
     /// Embeds a batch of texts; the output has one unit vector per input, in order.
     fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// Number of tokens each text has after truncation.
+    fn token_counts(&self, _texts: &[&str]) -> Result<Vec<usize>> {
+        Err(EncodeError::Backend(format!(
+            "{} does not report token counts",
+            self.model_id()
+        )))
+    }
     /// The BERT model behind this encoder, for models that fine-tune its top layer.
     fn as_bert(&self) -> Option<&BertEncoder> {
         None

@@ -1,8 +1,10 @@
 //! LLM backends for trialforge behind one [`ChatModel`] trait. This crate holds the in-process
 //! backend ([`LocalGguf`]: any llama-family GGUF, run on the CPU by our own forward pass over
 //! candle's quantised kernels, see [`llama`]) and any OpenAI-compatible server ([`OpenAiChat`]),
-//! plus a response cache ([`CachedChat`]) for either.
+//! plus a response cache ([`CachedChat`]) for either, and [`LlmEncoder`]: a GGUF model's mean final
+//! hidden state as a text encoder behind the encode crate's `TextEncoder` trait.
 
+mod encoder;
 pub mod llama;
 mod local;
 pub mod openai;
@@ -12,6 +14,7 @@ pub mod sampling;
 pub mod batch;
 pub mod cache;
 pub use cache::CachedChat;
+pub use encoder::LlmEncoder;
 pub use local::{LocalGguf, LocalOptions};
 pub use openai::{OpenAiChat, OpenAiOptions};
 

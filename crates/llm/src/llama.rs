@@ -329,6 +329,50 @@ impl Llama {
 
     fn forward_chunk(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let (m, d) = (tokens.len(), self.dim);
+        let x = self.layers_chunk(tokens)?;
+        let last = rms_norm_rows(&x[(m - 1) * d..], &self.norm, d, self.eps);
+        self.output.forward(last, 1, d)
+    }
+
+    /// Width of the hidden states.
+    pub fn hidden_size(&self) -> usize {
+        self.dim
+    }
+
+    /// The mean over `tokens` of the final (normalised) hidden states, the input of the output
+    /// projection: a text embedding from a decoder model. Starts from an empty cache and leaves it
+    /// empty.
+    pub fn mean_hidden_state(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            return Err(LlmError::Unsupported(
+                "a forward pass needs at least one token".into(),
+            ));
+        }
+        if tokens.len() > self.context {
+            return Err(LlmError::ContextOverflow {
+                prompt: tokens.len(),
+                context: self.context,
+            });
+        }
+        self.clear();
+        let d = self.dim;
+        let mut sum = vec![0f32; d];
+        let result = tokens.chunks(PREFILL_CHUNK).try_for_each(|chunk| {
+            let x = self.layers_chunk(chunk)?;
+            for row in rms_norm_rows(&x, &self.norm, d, self.eps).chunks_exact(d) {
+                sum.iter_mut().zip(row).for_each(|(s, r)| *s += r);
+            }
+            Ok::<_, LlmError>(())
+        });
+        self.clear();
+        result?;
+        let n = tokens.len() as f32;
+        Ok(sum.into_iter().map(|s| s / n).collect())
+    }
+
+    /// Runs the layers over `tokens` after the cached ones; returns the residual stream (m x dim).
+    fn layers_chunk(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let (m, d) = (tokens.len(), self.dim);
         let kv_dim = self.n_kv_head * self.head_dim;
         let pos = self.cached;
         let mut x = Vec::with_capacity(m * d);
@@ -482,8 +526,7 @@ impl Llama {
             x.iter_mut().zip(&down).for_each(|(x, y)| *x += y);
         }
         self.cached = pos + m;
-        let last = rms_norm_rows(&x[(m - 1) * d..], &self.norm, d, eps);
-        self.output.forward(last, 1, d)
+        Ok(x)
     }
 }
 

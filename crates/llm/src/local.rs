@@ -59,8 +59,19 @@ pub struct LocalGguf {
     id: String,
 }
 
-impl LocalGguf {
-    pub fn load(path: &Path, opts: &LocalOptions) -> Result<Self> {
+/// A llama-family GGUF file opened: the weights, the tokenizer (SmolLM's digit splitting fixed), and
+/// what the metadata says.
+pub(crate) struct OpenedGguf {
+    pub model: Llama,
+    pub tokenizer: Tokenizer,
+    pub content: gguf_file::Content,
+    pub context_len: usize,
+    /// `<general.name>:<file name>:<size>[:q8]`.
+    pub id: String,
+}
+
+impl OpenedGguf {
+    pub fn open(path: &Path, opts: &LocalOptions) -> Result<Self> {
         let model_err = |message: String| LlmError::Model {
             path: path.to_path_buf(),
             message,
@@ -78,9 +89,6 @@ impl LocalGguf {
                 "architecture `{arch}` is not supported (llama-family GGUF models are)"
             )));
         }
-        let template = meta_str("tokenizer.chat_template").ok_or_else(|| {
-            model_err("no `tokenizer.chat_template` in the metadata: not a chat model".into())
-        })?;
         let context_len = ct
             .metadata
             .get("llama.context_length")
@@ -106,6 +114,40 @@ impl LocalGguf {
                 ByteLevel::new(false, true, true).into(),
             ])));
         }
+        let name = meta_str("general.name").unwrap_or_else(|| "gguf".into());
+        let model = Llama::from_gguf(&ct, &mut file, opts.requantize_q8, context_len)?;
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let id = format!(
+            "{}:{}:{size}{}",
+            name.replace(' ', "-"),
+            path.file_name()
+                .map_or(String::new(), |f| f.to_string_lossy().into_owned()),
+            if opts.requantize_q8 { ":q8" } else { "" }
+        );
+        Ok(OpenedGguf {
+            model,
+            tokenizer,
+            content: ct,
+            context_len,
+            id,
+        })
+    }
+}
+
+impl LocalGguf {
+    pub fn load(path: &Path, opts: &LocalOptions) -> Result<Self> {
+        let OpenedGguf {
+            model,
+            tokenizer,
+            content: ct,
+            context_len,
+            id,
+        } = OpenedGguf::open(path, opts)?;
+        let meta_str = |k: &str| ct.metadata.get(k).and_then(|v| v.to_string().ok()).cloned();
+        let template = meta_str("tokenizer.chat_template").ok_or_else(|| LlmError::Model {
+            path: path.to_path_buf(),
+            message: "no `tokenizer.chat_template` in the metadata: not a chat model".into(),
+        })?;
         let token_text = |key: &str| {
             ct.metadata
                 .get(key)
@@ -124,23 +166,11 @@ impl LocalGguf {
         }
         stop_ids.sort_unstable();
         stop_ids.dedup();
-
-        let name = meta_str("general.name").unwrap_or_else(|| "gguf".into());
-        let ct_vocab_size = ct
+        let vocab_size = ct
             .metadata
             .get("tokenizer.ggml.tokens")
             .and_then(|v| v.to_vec().ok())
             .map_or(tokenizer.get_vocab_size(true), Vec::len);
-        let model = Llama::from_gguf(&ct, &mut file, opts.requantize_q8, context_len)?;
-        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        let id = format!(
-            "{}:{}:{size}{}",
-            name.replace(' ', "-"),
-            path.file_name()
-                .map_or(String::new(), |f| f.to_string_lossy().into_owned()),
-            if opts.requantize_q8 { ":q8" } else { "" }
-        );
-        let vocab_size = ct_vocab_size;
         Ok(LocalGguf {
             model,
             guidance: None,

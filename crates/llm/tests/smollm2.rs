@@ -206,3 +206,36 @@ fn own_forward_matches_candles_llama() {
             .unwrap();
     }
 }
+
+#[test]
+fn llm_hidden_states_embed_texts() {
+    use trialforge_encode::{cosine, TextEncoder};
+    let dir = trialforge_models::require(
+        &trialforge_models::default_dir(),
+        &trialforge_models::SMOLLM2,
+    )
+    .expect("SmolLM2; run `trialforge models fetch` first");
+    let enc = trialforge_llm::LlmEncoder::load(
+        &dir.join("model.gguf"),
+        &trialforge_llm::LocalOptions::default(),
+        64,
+    )
+    .unwrap();
+    assert_eq!(enc.dim(), 576, "SmolLM2-135M's hidden size");
+    assert!(enc.model_id().ends_with(":mean-hidden:64"));
+    let texts = [
+        "Patients with metastatic breast cancer after two lines of chemotherapy.",
+        "Women with advanced breast carcinoma previously treated with chemotherapy.",
+        "Healthy volunteers aged 18 to 45 with normal renal function.",
+        "",
+    ];
+    let v = enc.encode(&texts).unwrap();
+    for x in &v {
+        let norm: f32 = x.iter().map(|a| a * a).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+    // One text alone gives the vector it gets in a batch (each text starts from an empty cache).
+    assert_eq!(enc.encode(&texts[2..3]).unwrap()[0], v[2]);
+    let (close, far) = (cosine(&v[0], &v[1]), cosine(&v[0], &v[2]));
+    assert!(close > far, "paraphrase {close} vs unrelated {far}");
+}

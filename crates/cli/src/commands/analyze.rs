@@ -118,7 +118,7 @@ fn mean(xs: &[f32]) -> Option<f64> {
 
 fn label_consistency(
     a: &AnalyzeArgs,
-    encoder: &trialforge_encode::BertEncoder,
+    encoder: &dyn trialforge_encode::TextEncoder,
     real: &[Trial],
     is_holdout: &dyn Fn(usize) -> bool,
     synthetic: &[Trial],
@@ -179,8 +179,8 @@ pub fn run_analyze(ctx: &Ctx, a: &AnalyzeArgs) -> anyhow::Result<(serde_json::Va
     let synthetic = load(&a.synthetic)?;
     let origins = read_origins(&a.synthetic, &synthetic)?;
     let encoder = a.encoder.load(ctx)?;
-    let (rv, _) = embed_trials(&encoder, &real)?;
-    let (sv, _) = embed_trials(&encoder, &synthetic)?;
+    let (rv, _) = embed_trials(encoder.as_ref(), &real)?;
+    let (sv, _) = embed_trials(encoder.as_ref(), &synthetic)?;
 
     let has_test = real.iter().any(|t| t.split == Split::Test);
     let is_holdout = |i: usize| {
@@ -223,7 +223,7 @@ pub fn run_analyze(ctx: &Ctx, a: &AnalyzeArgs) -> anyhow::Result<(serde_json::Va
     spinner.finish_and_clear();
 
     let spinner = crate::progress::spinner("label consistency");
-    let labels = label_consistency(a, &encoder, &real, &is_holdout, &synthetic)?;
+    let labels = label_consistency(a, encoder.as_ref(), &real, &is_holdout, &synthetic)?;
     spinner.finish_and_clear();
     let augment = if a.augment {
         Some(run_augment(
@@ -231,14 +231,14 @@ pub fn run_analyze(ctx: &Ctx, a: &AnalyzeArgs) -> anyhow::Result<(serde_json::Va
             &synthetic,
             &origins,
             &a.settings,
-            Some(&encoder),
+            Some(encoder.as_ref()),
         )?)
     } else {
         None
     };
 
     let mut analysis = Analysis {
-        encoder: trialforge_encode::TextEncoder::model_id(&encoder).to_string(),
+        encoder: encoder.model_id().to_string(),
         rendering: "trialforge_trial::render::protocol_text (no status, no stop reason, no label)",
         real_trials: real.len(),
         synthetic_trials: synthetic.len(),

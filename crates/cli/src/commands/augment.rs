@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use trialforge_encode::BertEncoder;
+use trialforge_encode::TextEncoder;
 use trialforge_predict::augment::{
     self, AugmentData, AugmentOptions, AugmentReport, SyntheticOrigin,
 };
@@ -109,7 +109,7 @@ pub fn run_augment(
     synthetic: &[Trial],
     origins: &[SyntheticOrigin],
     settings: &AugmentSettings,
-    encoder: Option<&BertEncoder>,
+    encoder: Option<&dyn TextEncoder>,
 ) -> anyhow::Result<AugmentReport> {
     let of = |s: Split| -> Vec<Trial> {
         real.iter()
@@ -226,7 +226,7 @@ pub fn augment_command(ctx: &Ctx, a: AugmentArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let report = run_augment(&real, &synthetic, &origins, &a.settings, encoder.as_ref())?;
+    let report = run_augment(&real, &synthetic, &origins, &a.settings, encoder.as_deref())?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let path = a.out.join("augment.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)

@@ -4,7 +4,6 @@ use std::time::Instant;
 
 use clap::Args;
 use serde::Serialize;
-use trialforge_encode::TextEncoder;
 use trialforge_llm::{ChatMessage, ChatModel, SamplingParams};
 
 use super::chat::LocalModelArgs;

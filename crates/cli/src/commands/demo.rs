@@ -110,7 +110,7 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
 
     say("== 3. embed".into());
     let encoder = a.encoder.load(ctx)?;
-    let (vectors, embed) = embed_trials(&encoder, &trials)?;
+    let (vectors, embed) = embed_trials(encoder.as_ref(), &trials)?;
     let ids: Vec<String> = trials.iter().map(|t| t.id.clone()).collect();
     trialforge_encode::save_safetensors(
         &a.out.join("embeddings.safetensors"),
@@ -127,7 +127,7 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
     ));
 
     say(format!("== 4. search: {:?}", a.query));
-    let hits = search_corpus(&encoder, &trials, &a.query, 5)?;
+    let hits = search_corpus(encoder.as_ref(), &trials, &a.query, 5)?;
     say(format_hits(&hits));
 
     say(format!(

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 use trialforge_encode::{BertEncoder, CachedEncoder, TextEncoder};
+use trialforge_llm::{LlmEncoder, LocalOptions};
 use trialforge_retrieve::VectorIndex;
 use trialforge_trial::render::protocol_text;
 use trialforge_trial::top::ImportOptions;
@@ -16,20 +17,34 @@ use super::Ctx;
 
 #[derive(Args, Clone)]
 pub struct EncoderArgs {
-    /// BERT-family model folder (config.json, tokenizer.json, model.safetensors)
+    /// Text encoder: a BERT-family model folder (config.json, tokenizer.json, model.safetensors),
+    /// or a llama-family .gguf file, whose final hidden states, averaged over a text's first 256
+    /// tokens, become the embedding (one text at a time: far slower than a BERT encoder)
     /// [default: the fetched all-MiniLM-L6-v2].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR|FILE.gguf")]
     pub encoder: Option<PathBuf>,
 }
 
+/// Tokens of a text that a GGUF LLM encoder reads (MiniLM's limit too).
+const LLM_ENCODER_TOKENS: usize = 256;
+
 impl EncoderArgs {
-    pub fn load(&self, ctx: &Ctx) -> anyhow::Result<BertEncoder> {
-        let dir = match &self.encoder {
+    pub fn load(&self, ctx: &Ctx) -> anyhow::Result<Box<dyn TextEncoder>> {
+        let path = match &self.encoder {
             Some(d) => d.clone(),
             None => trialforge_models::require(&ctx.models_dir, &trialforge_models::MINILM)?,
         };
-        BertEncoder::load(&dir)
-            .with_context(|| format!("loading the encoder from {}", dir.display()))
+        let context = || format!("loading the encoder from {}", path.display());
+        if path.is_file()
+            && path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        {
+            let enc = LlmEncoder::load(&path, &LocalOptions::default(), LLM_ENCODER_TOKENS)
+                .with_context(context)?;
+            return Ok(Box::new(enc));
+        }
+        Ok(Box::new(BertEncoder::load(&path).with_context(context)?))
     }
 }
 
@@ -106,7 +121,7 @@ pub fn embed_trials(
 pub fn embed(ctx: &Ctx, a: EmbedArgs) -> anyhow::Result<()> {
     let trials = a.corpus.load()?;
     let encoder = a.encoder.load(ctx)?;
-    let (vectors, mut stats) = embed_trials(&encoder, &trials)?;
+    let (vectors, mut stats) = embed_trials(encoder.as_ref(), &trials)?;
     if let Some(out) = &a.out {
         let ids: Vec<String> = trials.iter().map(|t| t.id.clone()).collect();
         trialforge_encode::save_safetensors(out, encoder.model_id(), &ids, &vectors)?;
@@ -202,6 +217,6 @@ pub fn search(ctx: &Ctx, a: SearchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.k > 0, "-k must be at least 1");
     let trials = a.corpus.load()?;
     let encoder = a.encoder.load(ctx)?;
-    let hits = search_corpus(&encoder, &trials, &a.query, a.k)?;
+    let hits = search_corpus(encoder.as_ref(), &trials, &a.query, a.k)?;
     ctx.emit(&hits, || format_hits(&hits))
 }

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use trialforge_encode::TextEncoder;
 use trialforge_llm::batch::{ingest, BatchRecorder};
 use trialforge_llm::{CachedChat, ChatModel, OpenAiChat, OpenAiOptions};
 use trialforge_retrieve::VectorIndex;
@@ -98,7 +97,7 @@ pub struct GenerateArgs {
 pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
     let trials: Vec<Trial> = a.corpus.load()?;
     let encoder = a.encoder.load(ctx)?;
-    let (vectors, _) = embed_trials(&encoder, &trials)?;
+    let (vectors, _) = embed_trials(encoder.as_ref(), &trials)?;
     let index = VectorIndex::from_vectors(encoder.dim(), &vectors)?;
     let corpus = RealCorpus::new(&trials, index, &a.exclude_split);
 
@@ -183,7 +182,7 @@ pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
     config.generation.temperature = a.temperature;
     let mut generator = Generator {
         models,
-        encoder: &encoder,
+        encoder: encoder.as_ref(),
         cache_dir: crate::paths::cache_dir(),
         corpus: &corpus,
         smiles: &smiles,

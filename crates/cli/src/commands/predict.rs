@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
-use trialforge_encode::BertEncoder;
+use trialforge_encode::TextEncoder;
 use trialforge_predict::benchmark::{
     self, examples, predict_trials, BenchmarkOptions, BenchmarkReport, ModelRow, TopPhase,
 };
@@ -25,17 +25,17 @@ fn embedder<'a>(
     ctx: &Ctx,
     args: &EncoderArgs,
     needed: bool,
-    encoder: &'a mut Option<BertEncoder>,
+    encoder: &'a mut Option<Box<dyn TextEncoder>>,
 ) -> anyhow::Result<Option<CachedProtocolEmbedder<'a>>> {
     if !needed {
         return Ok(None);
     }
     *encoder = Some(args.load(ctx)?);
-    Ok(Some(cached_embedder(encoder.as_ref().expect("just set"))))
+    Ok(Some(cached_embedder(encoder.as_deref().expect("just set"))))
 }
 
 /// The encoder behind the models' protocol-embedding interface, with its cache and a progress bar.
-pub(crate) fn cached_embedder(encoder: &BertEncoder) -> CachedProtocolEmbedder<'_> {
+pub(crate) fn cached_embedder(encoder: &dyn TextEncoder) -> CachedProtocolEmbedder<'_> {
     let pb = crate::progress::bar(0, "embedding");
     CachedProtocolEmbedder {
         encoder,
