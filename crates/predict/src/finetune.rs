@@ -23,12 +23,12 @@ use serde::{Deserialize, Serialize};
 use trialforge_encode::{Activation, EncoderLayer, LAYER_TENSORS};
 use trialforge_trial::Protocol;
 
-use crate::cladmop::layers::{layer_norm, Init, Snapshot, Store};
+use crate::cladmop::layers::{layer_norm, Init, Store};
 use crate::model::{
     check_encoder, labels, read_config, save_weights, write_config, Example, Header, ModelKind,
     OutcomeModel,
 };
-use crate::nn::bce;
+use crate::nn::{bce, ensure_finite, EarlyStopping};
 use crate::{PredictError, ProtocolEmbedder, Result};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -347,7 +347,7 @@ impl OutcomeModel for EncoderFt<'_> {
         let (x_all, m_all) = pad(&xs.iter().collect::<Vec<_>>())?;
         let y_all = crate::nn::label_tensor(&ys)?;
         let mut order: Vec<u32> = (0..xs.len() as u32).collect();
-        let mut best: Option<(f64, usize, Snapshot)> = None;
+        let mut stopping = EarlyStopping::new(p.patience);
         let (mut epochs, mut train_loss) = (0, f64::NAN);
         for epoch in 0..p.max_epochs {
             epochs = epoch + 1;
@@ -363,11 +363,7 @@ impl OutcomeModel for EncoderFt<'_> {
                 head_opt.step(&grads)?;
             }
             train_loss = total / xs.len() as f64;
-            if !train_loss.is_finite() {
-                return Err(PredictError::Invalid(format!(
-                    "encoder-ft: training diverged at epoch {epoch}; lower the learning rates"
-                )));
-            }
+            ensure_finite(train_loss, "encoder-ft training", epoch)?;
             let status = if vs.is_empty() {
                 format!(
                     "epoch {epochs}/{}: train loss {train_loss:.4}",
@@ -375,9 +371,7 @@ impl OutcomeModel for EncoderFt<'_> {
                 )
             } else {
                 let vloss = self.loss(&top, &vs, &yv)?;
-                if best.as_ref().is_none_or(|(b, _, _)| vloss < *b) {
-                    best = Some((vloss, epoch, top.store.snapshot()?));
-                }
+                stopping.record(epoch, vloss, || top.store.snapshot())?;
                 format!(
                     "epoch {epochs}/{}: train loss {train_loss:.4}, valid loss {vloss:.4}",
                     p.max_epochs
@@ -385,17 +379,14 @@ impl OutcomeModel for EncoderFt<'_> {
             };
             tracing::debug!("encoder-ft {status}");
             (self.progress)(&status);
-            if best
-                .as_ref()
-                .is_some_and(|(_, e, _)| epoch - e >= p.patience)
-            {
+            if stopping.should_stop(epoch) {
                 break;
             }
         }
-        let (best_valid_loss, best_epoch) = match best {
-            Some((loss, epoch, weights)) => {
-                top.store.restore(&weights)?;
-                (Some(loss), epoch)
+        let (best_valid_loss, best_epoch) = match stopping.into_best() {
+            Some(b) => {
+                top.store.restore(&b.weights)?;
+                (Some(b.loss), b.epoch)
             }
             None => (None, epochs.saturating_sub(1)),
         };

@@ -149,6 +149,65 @@ pub struct FitReport {
     pub final_train_loss: f64,
 }
 
+/// Early stopping on a validation loss: remembers the best epoch and its weights.
+pub(crate) struct EarlyStopping<W> {
+    patience: usize,
+    best: Option<Best<W>>,
+}
+
+pub(crate) struct Best<W> {
+    pub loss: f64,
+    pub epoch: usize,
+    pub weights: W,
+}
+
+impl<W> EarlyStopping<W> {
+    pub fn new(patience: usize) -> Self {
+        EarlyStopping {
+            patience,
+            best: None,
+        }
+    }
+
+    /// Records an epoch's validation loss; `weights` is taken only when the loss is the best yet.
+    pub fn record(
+        &mut self,
+        epoch: usize,
+        loss: f64,
+        weights: impl FnOnce() -> Result<W>,
+    ) -> Result<()> {
+        if self.best.as_ref().is_none_or(|b| loss < b.loss) {
+            self.best = Some(Best {
+                loss,
+                epoch,
+                weights: weights()?,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether `patience` epochs have gone by since the best one.
+    pub fn should_stop(&self, epoch: usize) -> bool {
+        self.best
+            .as_ref()
+            .is_some_and(|b| epoch - b.epoch >= self.patience)
+    }
+
+    pub fn into_best(self) -> Option<Best<W>> {
+        self.best
+    }
+}
+
+/// An error for a training loss that is no longer finite.
+pub(crate) fn ensure_finite(loss: f64, what: &str, epoch: usize) -> Result<()> {
+    if loss.is_finite() {
+        return Ok(());
+    }
+    Err(PredictError::Invalid(format!(
+        "{what} diverged at epoch {epoch} (loss {loss}); lower the learning rate"
+    )))
+}
+
 /// Mean binary cross-entropy on logits in the numerically stable form
 /// max(z, 0) - z y + ln(1 + e^-|z|). (candle-nn's version takes log(sigmoid(z)), which is -inf once
 /// a logit saturates in f32, and training turns to NaN.)
@@ -184,7 +243,7 @@ pub fn fit(
     };
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed);
     let mut order: Vec<u32> = (0..n as u32).collect();
-    let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
+    let mut stopping = EarlyStopping::new(cfg.patience);
     let mut train_loss = f64::NAN;
     let mut epochs = 0;
     for epoch in 0..cfg.max_epochs {
@@ -208,30 +267,20 @@ pub fn fit(
             opt.backward_step(&loss)?;
         }
         train_loss = total / n as f64;
-        if !train_loss.is_finite() {
-            return Err(PredictError::Invalid(format!(
-                "training diverged at epoch {epoch} (loss {train_loss}); lower the learning rate"
-            )));
-        }
+        ensure_finite(train_loss, "training", epoch)?;
         on_epoch(epoch, train_loss);
         if let Some((xv, yv)) = valid {
             let vloss = bce(&mlp.forward(xv)?, yv)?.to_scalar::<f32>()? as f64;
-            match &best {
-                Some((b, _, _)) if vloss >= *b => {}
-                _ => best = Some((vloss, epoch, mlp.snapshot()?)),
-            }
-            if best
-                .as_ref()
-                .is_some_and(|(_, e, _)| epoch - e >= cfg.patience)
-            {
+            stopping.record(epoch, vloss, || mlp.snapshot())?;
+            if stopping.should_stop(epoch) {
                 break;
             }
         }
     }
-    let (best_valid_loss, best_epoch) = match best {
-        Some((loss, epoch, weights)) => {
-            mlp.restore(&weights)?;
-            (Some(loss), epoch)
+    let (best_valid_loss, best_epoch) = match stopping.into_best() {
+        Some(b) => {
+            mlp.restore(&b.weights)?;
+            (Some(b.loss), b.epoch)
         }
         None => (None, epochs.saturating_sub(1)),
     };

@@ -38,10 +38,10 @@ use crate::model::{
     check_encoder, read_config, save_weights, write_config, Example, Header, ModelKind,
     OutcomeModel,
 };
-use crate::nn::{bce, TrainConfig};
+use crate::nn::{bce, ensure_finite, EarlyStopping, TrainConfig};
 use crate::{PredictError, ProtocolEmbedder, Result};
 use features::{batch, featurise, FeatureLimits, TrialInput};
-use layers::{Snapshot, Store};
+use layers::Store;
 use net::{fusion_macs, Net, NetConfig, OUTCOME_HEAD, PRETRAINED};
 
 /// Which protocols pair matching learns from.
@@ -368,7 +368,7 @@ impl<'e> Cladmop<'e> {
         };
 
         let mut opt = optimiser(store.select(PRETRAINED), cfg)?;
-        let mut best: Option<(f64, usize, f64, Snapshot)> = None;
+        let mut stopping = EarlyStopping::new(cfg.patience);
         let mut epochs = 0;
         let mut train = train;
         for epoch in 0..cfg.max_epochs {
@@ -384,29 +384,20 @@ impl<'e> Cladmop<'e> {
                 opt.backward_step(&loss)?;
             }
             let train_loss = total / count.max(1) as f64;
-            if !train_loss.is_finite() {
-                return Err(PredictError::Invalid(format!(
-                    "cladmop pre-training diverged at epoch {epoch}; lower the learning rate"
-                )));
-            }
+            ensure_finite(train_loss, "cladmop pre-training", epoch)?;
             let (vloss, vauc) = evaluate(&heldout_pairs)?;
             let status = format!(
                 "pair matching: epoch {epochs}, loss {train_loss:.3}, held-out loss {vloss:.3}, AUC {vauc:.3}"
             );
             tracing::debug!("{status}");
             (self.progress)(&status);
-            match &best {
-                Some((b, ..)) if vloss >= *b => {}
-                _ => best = Some((vloss, epoch, vauc, store.snapshot()?)),
-            }
-            if best
-                .as_ref()
-                .is_some_and(|(_, e, ..)| epoch - e >= cfg.patience)
-            {
+            stopping.record(epoch, vloss, || Ok((vauc, store.snapshot()?)))?;
+            if stopping.should_stop(epoch) {
                 break;
             }
         }
-        if let Some((_, _, auc, weights)) = best {
+        if let Some(best) = stopping.into_best() {
+            let (auc, weights) = best.weights;
             store.restore(&weights)?;
             self.report.pretrain_heldout_match_auc = Some(auc);
         }
@@ -441,7 +432,7 @@ impl<'e> Cladmop<'e> {
             bce(&net.outcome_logits(&b)?, &yt)
         };
         let mut order: Vec<usize> = (0..train.0.len()).collect();
-        let mut best: Option<(f64, usize, Snapshot)> = None;
+        let mut stopping = EarlyStopping::new(cfg.patience);
         let mut epochs = 0;
         for epoch in 0..cfg.max_epochs {
             epochs = epoch + 1;
@@ -453,11 +444,7 @@ impl<'e> Cladmop<'e> {
                 opt.backward_step(&loss)?;
             }
             let train_loss = total / order.len().max(1) as f64;
-            if !train_loss.is_finite() {
-                return Err(PredictError::Invalid(format!(
-                    "cladmop fine-tuning diverged at epoch {epoch}; lower the learning rate"
-                )));
-            }
+            ensure_finite(train_loss, "cladmop fine-tuning", epoch)?;
             let mut status = format!("outcome: epoch {epochs}, loss {train_loss:.3}");
             if !valid.0.is_empty() {
                 let rows: Vec<usize> = (0..valid.0.len()).collect();
@@ -468,24 +455,18 @@ impl<'e> Cladmop<'e> {
                 }
                 let vloss = vloss / rows.len() as f64;
                 status += &format!(", valid loss {vloss:.3}");
-                match &best {
-                    Some((b, ..)) if vloss >= *b => {}
-                    _ => best = Some((vloss, epoch, store.snapshot()?)),
-                }
+                stopping.record(epoch, vloss, || store.snapshot())?;
             }
             tracing::debug!("{status}");
             (self.progress)(&status);
-            if best
-                .as_ref()
-                .is_some_and(|(_, e, _)| epoch - e >= cfg.patience)
-            {
+            if stopping.should_stop(epoch) {
                 break;
             }
         }
-        if let Some((loss, epoch, weights)) = best {
-            store.restore(&weights)?;
-            self.report.finetune_best_valid_loss = Some(loss);
-            self.report.finetune_best_epoch = epoch;
+        if let Some(best) = stopping.into_best() {
+            store.restore(&best.weights)?;
+            self.report.finetune_best_valid_loss = Some(best.loss);
+            self.report.finetune_best_epoch = best.epoch;
         } else {
             self.report.finetune_best_epoch = epochs.saturating_sub(1);
         }
