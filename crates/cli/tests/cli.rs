@@ -328,6 +328,35 @@ fn cladmop_trains_evaluates_and_predicts_from_the_command_line() {
 }
 
 #[test]
+fn an_admet_model_without_its_admet_files_says_which_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name);
+    top_slice("phase_I_train.csv", 0, 20, &p("train.csv"));
+    let s = |p: PathBuf| p.display().to_string();
+    let out = run(
+        &[
+            "train",
+            "--model",
+            "cladmop-admet",
+            "--train",
+            &s(p("train.csv")),
+            "--admet",
+            &s(p("no-admet-here")),
+            "-o",
+            &s(p("model")),
+        ],
+        &p("cache"),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ADMET data") && err.contains("no-admet-here"),
+        "{err}"
+    );
+    assert!(!p("model").exists(), "nothing written on failure");
+}
+
+#[test]
 fn cladmop_reads_criteria_through_the_gguf_llm_when_asked() {
     let tmp = tempfile::tempdir().unwrap();
     let p = |name: &str| tmp.path().join(name);

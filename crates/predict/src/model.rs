@@ -81,11 +81,13 @@ impl std::str::FromStr for ModelKind {
     }
 }
 
-/// A model kind with its ablation flags, named as on the command line: `cladmop-no-grouping`.
+/// A model kind with its ablation flags, named as on the command line: `cladmop-no-grouping`,
+/// `cladmop-admet` (drug branch pre-trained on ADMET properties first).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelSpec {
     pub kind: ModelKind,
     pub ablations: crate::cladmop::Ablations,
+    pub admet: bool,
 }
 
 impl From<ModelKind> for ModelSpec {
@@ -93,13 +95,15 @@ impl From<ModelKind> for ModelSpec {
         ModelSpec {
             kind,
             ablations: Default::default(),
+            admet: false,
         }
     }
 }
 
 impl ModelSpec {
     pub fn name(&self) -> String {
-        format!("{}{}", self.kind.name(), self.ablations.suffix())
+        let admet = if self.admet { "-admet" } else { "" };
+        format!("{}{}{admet}", self.kind.name(), self.ablations.suffix())
     }
 }
 
@@ -120,12 +124,14 @@ impl std::str::FromStr for ModelSpec {
             return s.parse::<ModelKind>().map(Into::into);
         };
         let mut ablations = crate::cladmop::Ablations::default();
+        let mut admet = false;
         let mut rest = &s[kind.name().len()..];
         while !rest.is_empty() {
             let flag = [
                 ("-no-pretrain", &mut ablations.no_pretrain),
                 ("-no-grouping", &mut ablations.no_grouping),
                 ("-no-drug", &mut ablations.no_drug),
+                ("-admet", &mut admet),
             ]
             .into_iter()
             .find(|(name, _)| rest.starts_with(name));
@@ -136,7 +142,7 @@ impl std::str::FromStr for ModelSpec {
                 }
                 None => {
                     return Err(format!(
-                        "unknown model `{s}`: after `{}`, expected -no-pretrain, -no-grouping or -no-drug",
+                        "unknown model `{s}`: after `{}`, expected -no-pretrain, -no-grouping, -no-drug or -admet",
                         kind.name()
                     ))
                 }
@@ -147,7 +153,16 @@ impl std::str::FromStr for ModelSpec {
                 "cladmop-zero-shot is the pre-trained score: it has no -no-pretrain".into(),
             );
         }
-        Ok(ModelSpec { kind, ablations })
+        if admet && ablations.no_drug {
+            return Err(format!(
+                "`{s}`: -admet pre-trains the drug branch that -no-drug removes"
+            ));
+        }
+        Ok(ModelSpec {
+            kind,
+            ablations,
+            admet,
+        })
     }
 }
 

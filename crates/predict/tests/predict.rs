@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use trialforge_predict::benchmark::{self, examples, predict_trials, BenchmarkOptions, TopPhase};
+use trialforge_predict::cladmop::admet::AdmetPretrain;
 use trialforge_predict::cladmop::{Ablations, Cladmop, CladmopParams};
 use trialforge_predict::embedding::{CachedProtocolEmbedder, EmbedMlp, EmbedMlpParams};
 use trialforge_predict::finetune::{EncoderFt, EncoderFtParams};
@@ -73,8 +74,9 @@ fn hint_shipped_predictions_score_as_computed_independently() {
                 models: vec![],
                 resamples: 20,
                 seed: 0,
+                train_seeds: 1,
             },
-            |_| unreachable!(),
+            |_, _| unreachable!(),
             |_| {},
         )
         .unwrap();
@@ -103,8 +105,9 @@ fn tfidf_report(phase: TopPhase) -> benchmark::BenchmarkReport {
             models: vec![ModelKind::TfidfLr.into()],
             resamples: 20,
             seed: 0,
+            train_seeds: 1,
         },
-        |_| Ok(Box::new(TfidfLr::new(TfidfLrParams::default()))),
+        |_, _| Ok(Box::new(TfidfLr::new(TfidfLrParams::default()))),
         |_| {},
     )
     .unwrap()
@@ -372,6 +375,32 @@ fn cladmop_trains_predicts_and_round_trips_with_each_ablation() {
 }
 
 #[test]
+fn cladmop_with_admet_pretraining_trains_reports_it_and_round_trips() {
+    let e = HashEmbedder;
+    // The bundled ADMET files, cut to their first lines.
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(top_dir().join("aux/ADMET_cooked")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let head: String = text.lines().take(60).map(|l| format!("{l}\n")).collect();
+        std::fs::write(dir.path().join(path.file_name().unwrap()), head).unwrap();
+    }
+    let mut params = small_cladmop(Ablations::default(), false, 0);
+    params.admet = Some(AdmetPretrain::new(dir.path().to_path_buf()));
+    if let Some(a) = &mut params.admet {
+        a.train.max_epochs = 2;
+    }
+    let mut m = Cladmop::new(params.clone(), &e);
+    let train = split("phase_I_valid.csv");
+    m.fit(&examples(&train[..60]), &examples(&train[60..]))
+        .unwrap();
+    let admet = m.report().admet.clone().expect("ADMET pre-training ran");
+    assert_eq!(admet.train_molecules, 5 * 60);
+    assert_eq!(admet.valid_auc.len(), 5);
+    check_model(Box::new(Cladmop::new(params, &e)), Some(&e));
+}
+
+#[test]
 fn cladmop_pretrains_on_unlabelled_protocols_fine_tunes_only_adapters_and_is_seeded() {
     let e = HashEmbedder;
     let train = split("phase_I_valid.csv");
@@ -459,5 +488,9 @@ fn model_names_carry_ablations() {
         .parse::<ModelSpec>()
         .is_err());
     assert!("cladmop-no-such".parse::<ModelSpec>().is_err());
+    let s: ModelSpec = "cladmop-zero-shot-no-grouping-admet".parse().unwrap();
+    assert!(s.admet && s.ablations.no_grouping && s.kind == ModelKind::CladmopZeroShot);
+    assert_eq!(s.name(), "cladmop-zero-shot-no-grouping-admet");
+    assert!("cladmop-no-drug-admet".parse::<ModelSpec>().is_err());
     assert!("tfidf-lr-no-drug".parse::<ModelSpec>().is_err());
 }

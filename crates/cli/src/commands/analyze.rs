@@ -19,7 +19,7 @@ use trialforge_trial::{Label, Split, Trial};
 
 use super::augment::{format_augment, load, read_origins, run_augment, AugmentSettings};
 use super::embed::{embed_trials, EncoderArgs};
-use super::predict::{cached_embedder, new_model};
+use super::predict::{cached_embedder, default_admet_dir, new_model};
 use super::Ctx;
 
 #[derive(Args)]
@@ -140,7 +140,13 @@ fn label_consistency(
         return Ok(None);
     }
     let embedder = cached_embedder(encoder);
-    let mut model = new_model(a.settings.model, a.seed, Some(&embedder), |_| {})?;
+    let mut model = new_model(
+        a.settings.model,
+        a.seed,
+        Some(&embedder),
+        &default_admet_dir(),
+        |_| {},
+    )?;
     model.fit(&examples(&train), &[])?;
     let p = predict_trials(model.as_ref(), &labelled)?;
     let y: Vec<u8> = labelled

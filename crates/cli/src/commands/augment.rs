@@ -13,7 +13,7 @@ use trialforge_predict::ModelKind;
 use trialforge_trial::{Split, Trial};
 
 use super::embed::EncoderArgs;
-use super::predict::{cached_embedder, new_model};
+use super::predict::{cached_embedder, default_admet_dir, new_model};
 use super::Ctx;
 
 impl Default for AugmentSettings {
@@ -155,8 +155,14 @@ pub fn run_augment(
         &data,
         &opts,
         |seed| {
-            new_model(settings.model, seed, embedder.as_ref(), |_| {})
-                .map_err(|e| trialforge_predict::PredictError::Invalid(e.to_string()))
+            new_model(
+                settings.model,
+                seed,
+                embedder.as_ref(),
+                &default_admet_dir(),
+                |_| {},
+            )
+            .map_err(|e| trialforge_predict::PredictError::Invalid(e.to_string()))
         },
         |step| {
             pb.inc(1);

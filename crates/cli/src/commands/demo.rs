@@ -173,6 +173,7 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
         models: "all".into(),
         resamples: 20,
         seed: 0,
+        seeds: 1,
         encoder: a.encoder.clone(),
     };
     let benchmark = run_benchmark(ctx, &bench_args)?;

@@ -10,6 +10,7 @@ use trialforge_encode::TextEncoder;
 use trialforge_predict::benchmark::{
     self, examples, predict_trials, BenchmarkOptions, BenchmarkReport, ModelRow, TopPhase,
 };
+use trialforge_predict::cladmop::admet::AdmetPretrain;
 use trialforge_predict::cladmop::{Cladmop, CladmopParams};
 use trialforge_predict::embedding::{CachedProtocolEmbedder, EmbedMlp, EmbedMlpParams};
 use trialforge_predict::finetune::{EncoderFt, EncoderFtParams};
@@ -50,11 +51,18 @@ pub(crate) fn cached_embedder(encoder: &dyn TextEncoder) -> CachedProtocolEmbedd
     }
 }
 
-/// An untrained model. `on_status` receives the training stages of models that report them.
+/// The ADMET files `-admet` models read when no other folder is given: the bundled TOP copy.
+pub(crate) fn default_admet_dir() -> PathBuf {
+    crate::paths::bundled_data().join("top/aux/ADMET_cooked")
+}
+
+/// An untrained model. `admet_dir` is read by `-admet` models only. `on_status` receives the
+/// training stages of models that report them.
 pub(crate) fn new_model<'e>(
     spec: impl Into<ModelSpec>,
     seed: u64,
     embedder: Option<&'e CachedProtocolEmbedder<'e>>,
+    admet_dir: &std::path::Path,
     on_status: impl Fn(&str) + 'e,
 ) -> anyhow::Result<Box<dyn OutcomeModel + 'e>> {
     let spec = spec.into();
@@ -83,6 +91,9 @@ pub(crate) fn new_model<'e>(
             let params = CladmopParams {
                 ablations: spec.ablations.clone(),
                 zero_shot: spec.kind == ModelKind::CladmopZeroShot,
+                admet: spec
+                    .admet
+                    .then(|| AdmetPretrain::new(admet_dir.to_path_buf())),
                 ..Default::default()
             }
             .with_seed(seed);
@@ -125,7 +136,8 @@ pub struct BenchmarkTopArgs {
     pub phase: TopPhase,
     /// Comma-separated models: tfidf-lr, embed-mlp, encoder-ft, cladmop, cladmop-zero-shot, cladmop
     /// with ablation suffixes (cladmop-no-pretrain, cladmop-no-grouping, cladmop-no-drug,
-    /// combinable). `all` is tfidf-lr, embed-mlp, cladmop and cladmop-zero-shot; encoder-ft (the
+    /// combinable) or with -admet (its drug branch first pre-trained on the ADMET files in the
+    /// data folder's aux/ADMET_cooked). `all` is tfidf-lr, embed-mlp, cladmop and cladmop-zero-shot; encoder-ft (the
     /// encoder's top layer fine-tuned on the rendering) is opt-in, `all,encoder-ft`, since its
     /// frozen states take minutes to compute when not cached. `ablations` is the three ablations.
     #[arg(long, default_value = "all")]
@@ -136,6 +148,12 @@ pub struct BenchmarkTopArgs {
     /// Seed for training and the bootstrap.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Train each model this many times, with seeds seed, seed+1, ...: its row then pools the runs
+    /// (mean ± std over every seed and resample, the same resamples as with one seed), and each
+    /// seed's figures are printed below the table. One run's figures can move by several
+    /// hundredths with the seed alone.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub seeds: u64,
     #[command(flatten)]
     pub encoder: EncoderArgs,
 }
@@ -149,22 +167,25 @@ pub fn run_benchmark(ctx: &Ctx, a: &BenchmarkTopArgs) -> anyhow::Result<Benchmar
         kinds.iter().any(|k| k.kind.needs_encoder()),
         &mut encoder,
     )?;
+    let data_dir = a
+        .data
+        .clone()
+        .unwrap_or_else(|| crate::paths::bundled_data().join("top"));
+    let admet_dir = data_dir.join("aux").join("ADMET_cooked");
     let opts = BenchmarkOptions {
-        data_dir: a
-            .data
-            .clone()
-            .unwrap_or_else(|| crate::paths::bundled_data().join("top")),
+        data_dir,
         phase: a.phase,
         models: kinds,
         resamples: a.resamples,
         seed: a.seed,
+        train_seeds: a.seeds as usize,
     };
     let spinner = crate::progress::spinner("training");
     let report = benchmark::run(
         &opts,
-        |spec| {
+        |spec, seed| {
             let (sp, name) = (spinner.clone(), spec.name());
-            new_model(spec.clone(), a.seed, emb.as_ref(), move |s| {
+            new_model(spec.clone(), seed, emb.as_ref(), &admet_dir, move |s| {
                 sp.set_message(format!("{name}: {s}"))
             })
             .map_err(|e| trialforge_predict::PredictError::Invalid(format!("{e:#}")))
@@ -211,6 +232,14 @@ pub fn format_report(r: &BenchmarkReport) -> String {
         r.resamples,
         r.seed
     );
+    if r.train_seeds > 1 {
+        s += &format!(
+            "each model trained with {} seeds ({}..={}): its figures pool every seed and resample; train is per run\n",
+            r.train_seeds,
+            r.seed,
+            r.seed + r.train_seeds as u64 - 1
+        );
+    }
     s += &format!(
         "{:<28} {:<15} {:<15} {:<15} {:<7} {}\n",
         "model", "PR-AUC", "ROC-AUC", "F1@0.5", "Brier", "train"
@@ -218,6 +247,36 @@ pub fn format_report(r: &BenchmarkReport) -> String {
     for row in r.rows.iter().chain(std::iter::once(&r.reference)) {
         s += &fmt_row(row);
         s.push('\n');
+    }
+    let per_seed: Vec<&ModelRow> = r
+        .rows
+        .iter()
+        .filter(|row| !row.seed_runs.is_empty())
+        .collect();
+    if !per_seed.is_empty() {
+        s += "\nper training seed (mean over the resamples), then mean ± std across seeds:\n";
+    }
+    for row in per_seed {
+        let figures = |f: fn(&BootstrapScores) -> f64| -> String {
+            let v: Vec<String> = row
+                .seed_runs
+                .iter()
+                .map(|run| format!("{:.3}", f(&run.scores)))
+                .collect();
+            v.join(" ")
+        };
+        if let Some(spread) = &row.across_seeds {
+            s += &format!(
+                "{:<28} PR-AUC {} = {:.3} ± {:.3};  ROC-AUC {} = {:.3} ± {:.3}\n",
+                row.model,
+                figures(|b| b.pr_auc.mean),
+                spread.pr_auc.mean,
+                spread.pr_auc.std,
+                figures(|b| b.roc_auc.mean),
+                spread.roc_auc.mean,
+                spread.roc_auc.std,
+            );
+        }
     }
     s.trim_end().to_string()
 }
@@ -230,7 +289,8 @@ pub fn benchmark_top(ctx: &Ctx, a: BenchmarkTopArgs) -> anyhow::Result<()> {
 #[derive(Args)]
 pub struct TrainArgs {
     /// Model: tfidf-lr, embed-mlp, encoder-ft, cladmop, cladmop-zero-shot, or cladmop with ablation suffixes
-    /// (cladmop-no-pretrain, cladmop-no-grouping, cladmop-no-drug).
+    /// (cladmop-no-pretrain, cladmop-no-grouping, cladmop-no-drug) or -admet (drug branch
+    /// pre-trained on ADMET properties first; see --admet).
     #[arg(long)]
     pub model: ModelSpec,
     /// Labelled training trials (any input `data import` reads).
@@ -246,6 +306,11 @@ pub struct TrainArgs {
     /// trials (pair matching uses no labels). Never give it test trials.
     #[arg(long)]
     pub unlabelled: Option<PathBuf>,
+    /// ADMET files for a `-admet` model (`<task>_train.txt` / `<task>_valid.txt` for absorption,
+    /// distribution, metabolism, excretion, toxicity; `SMILES<TAB>0|1`) [default: the bundled
+    /// data/top/aux/ADMET_cooked].
+    #[arg(long)]
+    pub admet: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]
@@ -282,9 +347,14 @@ pub fn train(ctx: &Ctx, a: TrainArgs) -> anyhow::Result<()> {
     let emb = embedder(ctx, &a.encoder, a.model.kind.needs_encoder(), &mut encoder)?;
     let spinner = crate::progress::spinner(&format!("training {}", a.model.name()));
     let sp = spinner.clone();
-    let mut model = new_model(a.model.clone(), a.seed, emb.as_ref(), move |s| {
-        sp.set_message(s.to_string())
-    })?;
+    let admet_dir = a.admet.clone().unwrap_or_else(default_admet_dir);
+    let mut model = new_model(
+        a.model.clone(),
+        a.seed,
+        emb.as_ref(),
+        &admet_dir,
+        move |s| sp.set_message(s.to_string()),
+    )?;
     let unlabelled = a
         .unlabelled
         .as_deref()

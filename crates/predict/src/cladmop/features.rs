@@ -203,9 +203,7 @@ pub struct Batch {
     pub items: Tensor,
     pub sections: Tensor,
     pub item_mask: Tensor,
-    /// (n_molecules, fingerprint buckets): each distinct molecule's buckets, weighted 1/count, so
-    /// that multiplying by the bucket embeddings averages them (one dense product instead of a
-    /// gather of every bucket's row).
+    /// (n_molecules, fingerprint buckets): each distinct molecule's `dense_fingerprints`.
     pub fingerprints: Tensor,
     /// (b * n_drugs) index into the distinct molecules; (b, n_drugs) 0/1.
     pub drug_index: Tensor,
@@ -217,6 +215,23 @@ pub struct Batch {
     pub n_items: usize,
     pub n_drugs: usize,
     pub n_codes: usize,
+}
+
+/// (molecules, buckets): each molecule's buckets weighted 1/count, so that multiplying by the bucket
+/// embeddings averages them (one dense product instead of a gather of every bucket's row).
+pub fn dense_fingerprints(molecules: &[&[u32]], buckets: usize) -> Result<Tensor> {
+    let mut dense = vec![0f32; molecules.len() * buckets];
+    for (k, m) in molecules.iter().enumerate() {
+        let w = 1.0 / m.len().max(1) as f32;
+        for &bucket in m.iter() {
+            dense[k * buckets + (bucket as usize).min(buckets - 1)] += w;
+        }
+    }
+    Ok(Tensor::from_vec(
+        dense,
+        (molecules.len(), buckets),
+        &Device::Cpu,
+    )?)
 }
 
 /// Pads `rows` (criteria and codes from `inputs[rows[i]]`, drugs from `inputs[drugs_from[i]]`).
@@ -277,19 +292,11 @@ pub fn batch(
             drug_mask[i * n_drugs + j] = 1.0;
         }
     }
-    let n_molecules = molecules.len();
-    let mut fingerprints = vec![0f32; n_molecules * buckets];
-    for (k, m) in molecules.iter().enumerate() {
-        let w = 1.0 / m.len().max(1) as f32;
-        for &bucket in m.iter() {
-            fingerprints[k * buckets + (bucket as usize).min(buckets - 1)] += w;
-        }
-    }
     Ok(Batch {
         items: Tensor::from_vec(items, (b, n_items, dim), dev)?,
         sections: Tensor::from_vec(sections, (b, n_items), dev)?,
         item_mask: Tensor::from_vec(item_mask, (b, n_items), dev)?,
-        fingerprints: Tensor::from_vec(fingerprints, (n_molecules, buckets), dev)?,
+        fingerprints: dense_fingerprints(&molecules, buckets)?,
         drug_index: Tensor::from_vec(drug_index, b * n_drugs, dev)?,
         drug_mask: Tensor::from_vec(drug_mask, (b, n_drugs), dev)?,
         codes: Tensor::from_vec(codes, (b, n_codes, ICD_LEVELS), dev)?,

@@ -14,9 +14,13 @@
 //!   pre-trained weights stay frozen.
 //! - Zero-shot: the pair-matching score of a trial's own criteria and drugs, as its outcome score.
 //!
+//! - Optionally, before pair matching, the drug branch learns ADMET properties of molecules
+//!   (`admet`), as HINT pre-trains its molecule encoder.
+//!
 //! Ablations are flags: no pre-training (everything trained from scratch on the outcome), no
 //! grouping (the fusion attends to every item), no drug branch.
 
+pub mod admet;
 pub mod features;
 pub mod layers;
 pub mod net;
@@ -40,6 +44,7 @@ use crate::model::{
 };
 use crate::nn::{bce, ensure_finite, EarlyStopping, TrainConfig};
 use crate::{PredictError, ProtocolEmbedder, Result};
+use admet::{AdmetPretrain, AdmetReport};
 use features::{batch, featurise, FeatureLimits, TrialInput};
 use layers::Store;
 use net::{fusion_macs, Net, NetConfig, OUTCOME_HEAD, PRETRAINED};
@@ -93,6 +98,9 @@ pub struct CladmopParams {
     pub finetune: TrainConfig,
     /// Predict with the pair-matching score; no outcome fine-tuning.
     pub zero_shot: bool,
+    /// Pre-train the drug branch on ADMET properties first (model-name suffix `-admet`).
+    #[serde(default)]
+    pub admet: Option<AdmetPretrain>,
 }
 
 impl Default for CladmopParams {
@@ -123,6 +131,7 @@ impl Default for CladmopParams {
                 seed: 0,
             },
             zero_shot: false,
+            admet: None,
         }
     }
 }
@@ -131,6 +140,9 @@ impl CladmopParams {
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.pretrain.seed = seed;
         self.finetune.seed = seed;
+        if let Some(a) = &mut self.admet {
+            a.train.seed = seed;
+        }
         self
     }
 }
@@ -138,6 +150,9 @@ impl CladmopParams {
 /// What training measured; saved in `config.json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CladmopReport {
+    /// ADMET pre-training of the drug branch, when asked for.
+    #[serde(default)]
+    pub admet: Option<AdmetReport>,
     pub pretrain_trials: usize,
     pub pretrain_epochs: usize,
     /// Pair-matching ROC-AUC on the held-out tenth of the pre-training protocols.
@@ -488,17 +503,29 @@ struct PretrainRecord {
     trials: usize,
     epochs: usize,
     heldout_match_auc: Option<f64>,
+    #[serde(default)]
+    admet: Option<AdmetReport>,
 }
 
 impl Cladmop<'_> {
     /// Hash of the settings that shape pre-training and of the pre-training protocols.
-    fn pretrain_key(&self, net: &NetConfig, protocols: &[&Protocol]) -> String {
+    /// `admet_digest` is the ADMET files' digest when the drug branch learns them first.
+    fn pretrain_key(
+        &self,
+        net: &NetConfig,
+        protocols: &[&Protocol],
+        admet_digest: Option<&str>,
+    ) -> String {
         use sha2::{Digest, Sha256};
         let p = &self.params;
-        let settings = serde_json::json!({
+        let mut settings = serde_json::json!({
             "net": net, "limits": p.limits, "pretrain_on": p.pretrain_on,
             "hard_negatives": p.hard_negatives, "train": p.pretrain, "encoder": self.embedder.id(),
         });
+        // Added only when used, so checkpoints without ADMET keep their keys.
+        if let (Some(a), Some(digest)) = (&p.admet, admet_digest) {
+            settings["admet"] = serde_json::json!({ "train": a.train, "data": digest });
+        }
         let mut h = Sha256::new();
         h.update(settings.to_string().as_bytes());
         for p in protocols {
@@ -525,6 +552,7 @@ impl Cladmop<'_> {
             trials: self.report.pretrain_trials,
             epochs: self.report.pretrain_epochs,
             heldout_match_auc: self.report.pretrain_heldout_match_auc,
+            admet: self.report.admet.clone(),
         };
         // Written aside and renamed, so a killed run never leaves half a checkpoint.
         let tmp = path.with_extension("partial");
@@ -546,6 +574,7 @@ impl Cladmop<'_> {
                 self.report.pretrain_trials = r.trials;
                 self.report.pretrain_epochs = r.epochs;
                 self.report.pretrain_heldout_match_auc = r.heldout_match_auc;
+                self.report.admet = r.admet;
             }
         }
         self.report.pretrain_from_checkpoint = true;
@@ -585,6 +614,11 @@ impl OutcomeModel for Cladmop<'_> {
             return Err(PredictError::Invalid(
                 "cladmop: the zero-shot score comes from pre-training; it cannot be switched off"
                     .into(),
+            ));
+        }
+        if self.params.admet.is_some() && self.params.ablations.no_drug {
+            return Err(PredictError::Invalid(
+                "cladmop: ADMET pre-training trains the drug branch; -no-drug removes it".into(),
             ));
         }
         self.report = CladmopReport::default();
@@ -661,6 +695,11 @@ impl Cladmop<'_> {
         .collect();
 
         let limits = self.params.limits.clone();
+        // Read first, so a bad ADMET folder fails before minutes of embedding.
+        let admet = match &self.params.admet {
+            Some(a) => Some((admet::read_admet(&a.dir, &limits)?, a.train.clone())),
+            None => None,
+        };
         (self.progress)("embedding criteria items");
         let train_protocols: Vec<&Protocol> = train.iter().map(|e| e.protocol).collect();
         let valid_protocols: Vec<&Protocol> = valid.iter().map(|e| e.protocol).collect();
@@ -694,16 +733,29 @@ impl Cladmop<'_> {
                 / n;
         }
 
-        if !self.params.ablations.no_pretrain {
+        let admet_pretrain = |this: &mut Self| -> Result<()> {
+            if let Some((data, cfg)) = &admet {
+                (this.progress)("ADMET pre-training of the drug branch");
+                let report = admet::pretrain_drug_branch(&net, &store, data, cfg, &*this.progress)?;
+                tracing::info!("ADMET pre-training: {report:?}");
+                this.report.admet = Some(report);
+            }
+            Ok(())
+        };
+        if self.params.ablations.no_pretrain {
+            admet_pretrain(self)?;
+        } else {
+            let digest = admet.as_ref().map(|(d, _)| d.digest.as_str());
             let checkpoint = self.checkpoints.as_ref().map(|dir| {
                 dir.join(format!(
                     "cladmop-pretrained-{}.safetensors",
-                    self.pretrain_key(&net.cfg, &pretrain_set)
+                    self.pretrain_key(&net.cfg, &pretrain_set, digest)
                 ))
             });
             match checkpoint.as_deref().filter(|p| p.is_file()) {
                 Some(path) => self.load_pretrained(&store, path)?,
                 None => {
+                    admet_pretrain(self)?;
                     let inputs = featurise(&pretrain_set, self.embedder, &limits)?;
                     self.pretrain(&net, &store, &pretrain_set, &inputs)?;
                     if let Some(path) = &checkpoint {

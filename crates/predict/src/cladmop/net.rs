@@ -105,6 +105,8 @@ pub const PRETRAINED: &[&str] = &[
     "match.",
 ];
 pub const OUTCOME_HEAD: &str = "outcome.";
+/// Variable name prefixes of the drug branch (ADMET pre-training trains these alone).
+pub const DRUG_BRANCH: &[&str] = &["smiles.", "molecule_out."];
 
 impl Net {
     pub fn new(store: &mut Store, cfg: NetConfig) -> Result<Net> {
@@ -150,14 +152,17 @@ impl Net {
     /// (b, n_drugs, d): the mean of a molecule's fingerprint-bucket embeddings through a small MLP,
     /// once per distinct molecule of the batch, then gathered per trial.
     fn molecules(&self, b: &Batch) -> Result<Tensor> {
-        let d = self.cfg.dim;
-        let pooled = b.fingerprints.matmul(self.smiles_embedding.as_tensor())?;
-        let molecules = self
-            .molecule_out
-            .forward(&self.molecule_hidden.forward(&pooled)?.gelu()?)?;
-        Ok(molecules
+        Ok(self
+            .molecule_vectors(&b.fingerprints)?
             .index_select(&b.drug_index, 0)?
-            .reshape((b.size, b.n_drugs, d))?)
+            .reshape((b.size, b.n_drugs, self.cfg.dim))?)
+    }
+
+    /// (n, d): the drug branch on (n, buckets) `dense_fingerprints`; what ADMET pre-training trains.
+    pub fn molecule_vectors(&self, fingerprints: &Tensor) -> Result<Tensor> {
+        let pooled = fingerprints.matmul(self.smiles_embedding.as_tensor())?;
+        self.molecule_out
+            .forward(&self.molecule_hidden.forward(&pooled)?.gelu()?)
     }
 
     /// (b, n_codes, d): the sum of a code's prefix embeddings.
