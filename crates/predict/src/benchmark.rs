@@ -232,6 +232,9 @@ pub fn run<'m>(
     let splits = vec![train_info.clone(), valid_info, test_info.clone()];
     let missing =
         |info: &SplitInfo| format!("missing: {} not in {}", info.file, opts.data_dir.display());
+    let seeds: Vec<u64> = (0..opts.train_seeds.max(1) as u64)
+        .map(|k| opts.seed.wrapping_add(k))
+        .collect();
 
     let Some(test) = test else {
         let row = |model: &str| ModelRow::without_scores(model.into(), missing(&test_info));
@@ -240,7 +243,7 @@ pub fn run<'m>(
             splits,
             resamples: opts.resamples,
             seed: opts.seed,
-            train_seeds: opts.train_seeds,
+            train_seeds: seeds.len(),
             rows: opts.models.iter().map(|k| row(&k.name())).collect(),
             reference: row("HINT (shipped predictions)"),
         });
@@ -258,9 +261,6 @@ pub fn run<'m>(
     let unlabelled = unlabelled_protocols(&opts.data_dir, &test_ids)?;
     let unlabelled: Vec<&Protocol> = unlabelled.iter().map(|t| &t.protocol).collect();
 
-    let seeds: Vec<u64> = (0..opts.train_seeds.max(1) as u64)
-        .map(|k| opts.seed.wrapping_add(k))
-        .collect();
     let mut rows = Vec::new();
     for spec in &opts.models {
         let Some(train) = &train else {
@@ -312,7 +312,7 @@ pub fn run<'m>(
         splits,
         resamples: opts.resamples,
         seed: opts.seed,
-        train_seeds: opts.train_seeds.max(1),
+        train_seeds: seeds.len(),
         rows,
         reference,
     })

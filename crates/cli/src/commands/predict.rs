@@ -8,7 +8,8 @@ use clap::Args;
 use serde::Serialize;
 use trialforge_encode::TextEncoder;
 use trialforge_predict::benchmark::{
-    self, examples, predict_trials, BenchmarkOptions, BenchmarkReport, ModelRow, TopPhase,
+    self, examples, predict_trials, BenchmarkOptions, BenchmarkReport, ModelRow, SeedSpread,
+    TopPhase,
 };
 use trialforge_predict::cladmop::admet::AdmetPretrain;
 use trialforge_predict::cladmop::{Cladmop, CladmopParams};
@@ -51,9 +52,14 @@ pub(crate) fn cached_embedder(encoder: &dyn TextEncoder) -> CachedProtocolEmbedd
     }
 }
 
-/// The ADMET files `-admet` models read when no other folder is given: the bundled TOP copy.
+/// Where a TOP data folder keeps the ADMET files `-admet` models read.
+fn admet_dir_in(top_dir: &std::path::Path) -> PathBuf {
+    top_dir.join("aux").join("ADMET_cooked")
+}
+
+/// The ADMET folder when no other is given: the bundled TOP copy's.
 pub(crate) fn default_admet_dir() -> PathBuf {
-    crate::paths::bundled_data().join("top/aux/ADMET_cooked")
+    admet_dir_in(&crate::paths::bundled_data().join("top"))
 }
 
 /// An untrained model. `admet_dir` is read by `-admet` models only. `on_status` receives the
@@ -171,7 +177,7 @@ pub fn run_benchmark(ctx: &Ctx, a: &BenchmarkTopArgs) -> anyhow::Result<Benchmar
         .data
         .clone()
         .unwrap_or_else(|| crate::paths::bundled_data().join("top"));
-    let admet_dir = data_dir.join("aux").join("ADMET_cooked");
+    let admet_dir = admet_dir_in(&data_dir);
     let opts = BenchmarkOptions {
         data_dir,
         phase: a.phase,
@@ -248,15 +254,15 @@ pub fn format_report(r: &BenchmarkReport) -> String {
         s += &fmt_row(row);
         s.push('\n');
     }
-    let per_seed: Vec<&ModelRow> = r
+    let per_seed: Vec<(&ModelRow, &SeedSpread)> = r
         .rows
         .iter()
-        .filter(|row| !row.seed_runs.is_empty())
+        .filter_map(|row| row.across_seeds.as_ref().map(|spread| (row, spread)))
         .collect();
     if !per_seed.is_empty() {
         s += "\nper training seed (mean over the resamples), then mean ± std across seeds:\n";
     }
-    for row in per_seed {
+    for (row, spread) in per_seed {
         let figures = |f: fn(&BootstrapScores) -> f64| -> String {
             let v: Vec<String> = row
                 .seed_runs
@@ -265,18 +271,16 @@ pub fn format_report(r: &BenchmarkReport) -> String {
                 .collect();
             v.join(" ")
         };
-        if let Some(spread) = &row.across_seeds {
-            s += &format!(
-                "{:<28} PR-AUC {} = {:.3} ± {:.3};  ROC-AUC {} = {:.3} ± {:.3}\n",
-                row.model,
-                figures(|b| b.pr_auc.mean),
-                spread.pr_auc.mean,
-                spread.pr_auc.std,
-                figures(|b| b.roc_auc.mean),
-                spread.roc_auc.mean,
-                spread.roc_auc.std,
-            );
-        }
+        s += &format!(
+            "{:<28} PR-AUC {} = {:.3} ± {:.3};  ROC-AUC {} = {:.3} ± {:.3}\n",
+            row.model,
+            figures(|b| b.pr_auc.mean),
+            spread.pr_auc.mean,
+            spread.pr_auc.std,
+            figures(|b| b.roc_auc.mean),
+            spread.roc_auc.mean,
+            spread.roc_auc.std,
+        );
     }
     s.trim_end().to_string()
 }

@@ -10,12 +10,11 @@
 //! - Pre-training: pair matching (do these criteria and these drugs come from the same trial?),
 //!   negatives from other trials, a quarter of them hard (same ICD category, other drugs), on every
 //!   protocol available without labels (never a test trial: the harness keeps them out).
+//!   Optionally, before pair matching, the drug branch learns ADMET properties of molecules
+//!   (`admet`), as HINT pre-trains its molecule encoder.
 //! - Fine-tuning: LoRA adapters on the grouping and fusion blocks plus a new outcome head; the
 //!   pre-trained weights stay frozen.
 //! - Zero-shot: the pair-matching score of a trial's own criteria and drugs, as its outcome score.
-//!
-//! - Optionally, before pair matching, the drug branch learns ADMET properties of molecules
-//!   (`admet`), as HINT pre-trains its molecule encoder.
 //!
 //! Ablations are flags: no pre-training (everything trained from scratch on the outcome), no
 //! grouping (the fusion attends to every item), no drug branch.
