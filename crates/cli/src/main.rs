@@ -44,7 +44,7 @@ enum Command {
     /// Ask the local LLM one question (a check that generation works).
     Chat(commands::chat::ChatArgs),
     /// Generate labelled synthetic trials by retrieval-reasoning (resumable: re-run to continue).
-    Generate(commands::generate::GenerateArgs),
+    Generate(Box<commands::generate::GenerateArgs>),
     /// Judge a synthetic set against real trials: cosine distributions, t-SNE, coverage, distance to
     /// the closest real record against a held-out baseline, label consistency and (--augment)
     /// utility; writes one self-contained HTML report, PNG figures and JSON.
@@ -134,7 +134,7 @@ fn main() -> std::process::ExitCode {
         Command::Embed(a) => commands::embed::embed(&ctx, a),
         Command::Search(a) => commands::embed::search(&ctx, a),
         Command::Chat(a) => commands::chat::chat(&ctx, a),
-        Command::Generate(a) => commands::generate::generate(&ctx, a),
+        Command::Generate(a) => commands::generate::generate(&ctx, *a),
         Command::Analyze(a) => commands::analyze::analyze(&ctx, a),
         Command::Augment(a) => commands::augment::augment_command(&ctx, a),
         Command::IngestBatch(a) => commands::generate::ingest_batch(&ctx, a),

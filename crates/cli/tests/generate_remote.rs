@@ -218,3 +218,187 @@ fn remote_backend_runs_the_pipeline_with_counted_rejects() {
     assert_eq!(r["provenance"]["reasons"].as_array().unwrap().len(), 3);
     assert_eq!(r["protocol"]["conditions"][0], "multiple myeloma");
 }
+
+/// A server that answers every reasoning request with reasons and every generation request with
+/// the same good trial.
+fn serve_good_trials() -> String {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/v1", server.server_addr().to_ip().unwrap());
+    std::thread::spawn(move || {
+        for mut req in server.incoming_requests() {
+            let mut body = String::new();
+            req.as_reader().read_to_string(&mut body).unwrap();
+            let body: Value = serde_json::from_str(&body).unwrap();
+            let content = if body.get("response_format").is_some() {
+                trial_json(
+                    "multiple myeloma",
+                    "adults with relapsed or refractory myeloma after two prior lines",
+                )
+            } else {
+                "1. Oral dosing eases adherence.\n2. Known toxicity profile.".to_string()
+            };
+            let answer = json!({
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 10}
+            });
+            let _ = req.respond(tiny_http::Response::from_string(answer.to_string()));
+        }
+    });
+    base
+}
+
+#[test]
+fn a_log_that_outlived_its_output_stops_the_run_with_a_message() {
+    let base = serve_good_trials();
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus_path = lenalidomide_corpus(tmp.path());
+    let out = tmp.path().join("gen.jsonl");
+    let log = tmp.path().join("gen.log.jsonl");
+    let run = || {
+        generate_remote(&corpus_path, &out, &base)
+            .args(["-n", "1", "--concurrency", "1"])
+            .output()
+            .unwrap()
+    };
+    let o = run();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["accepted"], 1);
+    // The gate is printed, kept beside the output and in the trial's provenance.
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("realism gate") && stderr.contains("lexical"),
+        "{stderr}"
+    );
+    assert!(tmp.path().join("gen.gate.json").is_file());
+    let r: Value = serde_json::from_str(
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        r["provenance"]["gate"]["digest"],
+        s["gate"]["thresholds"]["digest"]
+    );
+    assert!(r["validation"]["lexical_share"].as_f64().unwrap() > 0.5);
+
+    // The output is deleted, its log is not: the same command must not give the cell up silently.
+    std::fs::remove_file(&out).unwrap();
+    let o = run();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("gen.log.jsonl") && err.contains("gen.jsonl") && err.contains("delete"),
+        "{err}"
+    );
+    assert!(!out.exists() || std::fs::read_to_string(&out).unwrap().is_empty());
+
+    // Deleting the log as well starts the run over.
+    std::fs::remove_file(&log).unwrap();
+    let o = run();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (s["accepted"].as_u64(), s["resumed_cells"].as_u64()),
+        (Some(1), Some(0))
+    );
+}
+
+/// llama.cpp's own OpenAI-compatible server (llama-cpp-python, installed by scripts/setup.sh into
+/// `.venv-llamacpp`), serving the bundled SmolLM2 GGUF on a free local port.
+struct LlamaServer {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_llama_cpp_server() -> Option<LlamaServer> {
+    let python = root().join(".venv-llamacpp/bin/python");
+    let model = root().join("models/smollm2-135m-instruct/model.gguf");
+    if !python.is_file() || !model.is_file() {
+        assert!(
+            std::env::var_os("TRIALFORGE_REQUIRE_LLAMA_CPP").is_none(),
+            "{} or {} is missing: run scripts/setup.sh",
+            python.display(),
+            model.display()
+        );
+        eprintln!("skipped: no llama.cpp server here (run scripts/setup.sh)");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(python)
+        .args(["-m", "llama_cpp.server", "--model"])
+        .arg(&model)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--n_ctx", "4096", "--n_threads", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = LlamaServer {
+        child,
+        base: format!("http://127.0.0.1:{port}/v1"),
+    };
+    let started = std::time::Instant::now();
+    let agent = ureq::Agent::new_with_defaults();
+    while agent.get(format!("{}/models", server.base)).call().is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the llama.cpp server did not come up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    Some(server)
+}
+
+#[test]
+fn generates_through_a_real_llama_cpp_server() {
+    let Some(server) = start_llama_cpp_server() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus_path = lenalidomide_corpus(tmp.path());
+    let out = tmp.path().join("gen.jsonl");
+    let o = generate_remote(&corpus_path, &out, &server.base)
+        .args(["-n", "2", "--max-attempts", "1", "--concurrency", "2"])
+        .env("TRIALFORGE_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    // llama.cpp refuses OpenAI's json_schema with a 500 and takes json_object with a schema.
+    assert!(stderr.contains("trying json-object"), "{stderr}");
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (s["cells_done"].as_u64(), s["attempts"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert!(s["completion_tokens"].as_u64().unwrap() > 50, "{s}");
+    // Whatever the small model wrote was judged: accepted, or rejected by a named rule.
+    let log: Vec<Value> = std::fs::read_to_string(tmp.path().join("gen.log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(log.len(), 2);
+    for a in &log {
+        assert!(
+            a["accepted"] == true || a["reject"]["rule"].is_string(),
+            "{a}"
+        );
+        assert!(a["completion_tokens"].as_u64().unwrap() > 0);
+    }
+}

@@ -32,6 +32,7 @@ fn write_synthetic(path: &Path, trials: &[Trial], examples: &[&str]) {
         s.id = format!("TFS-test-{i:05}");
         s.source = Source::Synthetic {
             generator: "test".into(),
+            claimed_id: None,
         };
         s.split = Split::None;
         let mut v = serde_json::to_value(&s).unwrap();

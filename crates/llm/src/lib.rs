@@ -16,7 +16,7 @@ pub mod cache;
 pub use cache::CachedChat;
 pub use encoder::LlmEncoder;
 pub use local::{LocalGguf, LocalOptions};
-pub use openai::{OpenAiChat, OpenAiOptions};
+pub use openai::{OpenAiChat, OpenAiOptions, StructuredOutput};
 
 use serde::{Deserialize, Serialize};
 

@@ -5,9 +5,13 @@
 //! - Retries with exponential backoff and full jitter on 429, 5xx, timeouts, transport errors and
 //!   truncated or unparsable bodies; a `Retry-After` header (seconds) is honoured, capped at
 //!   `max_backoff`. Other 4xx answers fail at once.
-//! - JSON Schema requests use `response_format: {type: json_schema}`; a server that rejects that
-//!   field (a 400 naming it) is asked again without it, and remembered, so callers parse and
-//!   validate the text themselves.
+//! - JSON Schema requests speak one of the structured-output dialects servers know
+//!   ([`StructuredOutput`]): OpenAI's `response_format` `json_schema`, llama.cpp's `json_object`
+//!   with a `schema`, vLLM's `guided_json`, or none. Unless one is configured, the first is tried
+//!   first; an answer that says the server does not understand it (any 4xx or 5xx whose body names
+//!   a structured-output field or says the request has unsupported parts) moves to the next one at
+//!   once, and the dialect that works is remembered. With none, the text is unconstrained and
+//!   callers validate it as they always do.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +19,74 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 use crate::{ChatMessage, ChatModel, Completion, FinishReason, LlmError, Result, SamplingParams};
+
+/// How a request asks the server to follow a JSON Schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StructuredOutput {
+    /// OpenAI (also recent vLLM, Ollama, TGI): `response_format: {type: "json_schema", json_schema:
+    /// {name, schema, strict}}`.
+    JsonSchema,
+    /// llama.cpp's server and llama-cpp-python: `response_format: {type: "json_object", schema}`.
+    JsonObject,
+    /// vLLM's extra parameter: `guided_json: schema`.
+    GuidedJson,
+    /// No constraint: the text is validated afterwards.
+    None,
+}
+
+impl StructuredOutput {
+    /// The order in which dialects are tried.
+    pub const ALL: [StructuredOutput; 4] = [
+        StructuredOutput::JsonSchema,
+        StructuredOutput::JsonObject,
+        StructuredOutput::GuidedJson,
+        StructuredOutput::None,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StructuredOutput::JsonSchema => "json-schema",
+            StructuredOutput::JsonObject => "json-object",
+            StructuredOutput::GuidedJson => "guided-json",
+            StructuredOutput::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for StructuredOutput {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        StructuredOutput::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| {
+                format!("unknown structured-output dialect `{s}` (expected json-schema, json-object, guided-json or none)")
+            })
+    }
+}
+
+/// Whether an error answer says the server does not take a structured-output dialect.
+fn rejects_dialect(status: u16, body: &str) -> bool {
+    if status == 429 || !(400..=599).contains(&status) {
+        return false;
+    }
+    let b = body.to_lowercase();
+    [
+        "response_format",
+        "json_schema",
+        "json_object",
+        "guided_json",
+        "schema",
+        "extra inputs",
+        "extra_forbidden",
+        "unrecognized",
+        "not supported",
+        "unsupported",
+    ]
+    .iter()
+    .any(|k| b.contains(k))
+}
 
 #[derive(Clone)]
 pub struct OpenAiOptions {
@@ -28,6 +100,8 @@ pub struct OpenAiOptions {
     pub max_retries: u32,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// The structured-output dialect; `None` = find out (see the module docs).
+    pub structured: Option<StructuredOutput>,
 }
 
 impl Default for OpenAiOptions {
@@ -40,6 +114,7 @@ impl Default for OpenAiOptions {
             max_retries: 6,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
+            structured: None,
         }
     }
 }
@@ -48,8 +123,9 @@ pub struct OpenAiChat {
     opts: OpenAiOptions,
     api_key: Option<String>,
     agent: ureq::Agent,
-    /// Cleared when the server turns out not to support `response_format` json_schema.
-    schema_supported: bool,
+    /// The dialect in use: the configured one, or the first in [`StructuredOutput::ALL`] this
+    /// server has not refused.
+    dialect: StructuredOutput,
     id: String,
     /// Requests sent, retries included.
     pub requests: usize,
@@ -60,6 +136,8 @@ enum Failure {
     /// Worth another try, after at least this long (from Retry-After) if given.
     Retry(String, Option<Duration>),
     Fatal(String),
+    /// The server does not understand the structured-output dialect of the request.
+    Dialect(String),
 }
 
 impl OpenAiChat {
@@ -77,11 +155,12 @@ impl OpenAiChat {
             .build()
             .into();
         let id = model_id(&opts.model, &opts.base_url);
+        let dialect = opts.structured.unwrap_or(StructuredOutput::JsonSchema);
         Ok(OpenAiChat {
             opts,
             api_key,
             agent,
-            schema_supported: true,
+            dialect,
             id,
             requests: 0,
             retries: 0,
@@ -101,15 +180,15 @@ impl OpenAiChat {
         params: &SamplingParams,
         schema: Option<&Value>,
     ) -> Value {
-        request_body(
-            &self.opts.model,
-            messages,
-            params,
-            schema.filter(|_| self.schema_supported),
-        )
+        request_body_in(&self.opts.model, messages, params, schema, self.dialect)
     }
 
-    fn send(&mut self, body: &Value) -> std::result::Result<Value, Failure> {
+    /// The dialect this client speaks now (after any fallback).
+    pub fn dialect(&self) -> StructuredOutput {
+        self.dialect
+    }
+
+    fn send(&mut self, body: &Value, structured: bool) -> std::result::Result<Value, Failure> {
         self.requests += 1;
         let mut req = self
             .agent
@@ -139,6 +218,12 @@ impl OpenAiChat {
                 ))
             }
         };
+        if structured && rejects_dialect(status, &text) {
+            return Err(Failure::Dialect(format!(
+                "HTTP {status}: {}",
+                snippet(&text)
+            )));
+        }
         match status {
             200..=299 => serde_json::from_str(&text)
                 .map_err(|e| Failure::Retry(format!("truncated or invalid JSON body: {e}"), None)),
@@ -169,12 +254,29 @@ pub fn model_id(model: &str, base_url: &str) -> String {
     format!("openai:{model}@{}", base_url.trim_end_matches('/'))
 }
 
-/// A chat-completions request body.
+/// A chat-completions request body in OpenAI's dialect (batch files use it).
 pub fn request_body(
     model: &str,
     messages: &[ChatMessage],
     params: &SamplingParams,
     schema: Option<&Value>,
+) -> Value {
+    request_body_in(
+        model,
+        messages,
+        params,
+        schema,
+        StructuredOutput::JsonSchema,
+    )
+}
+
+/// A chat-completions request body, asking for `schema` in `dialect`.
+pub fn request_body_in(
+    model: &str,
+    messages: &[ChatMessage],
+    params: &SamplingParams,
+    schema: Option<&Value>,
+    dialect: StructuredOutput,
 ) -> Value {
     let mut body = json!({
         "model": model,
@@ -187,10 +289,19 @@ pub fn request_body(
         body["top_p"] = json!(p);
     }
     if let Some(s) = schema {
-        body["response_format"] = json!({
-            "type": "json_schema",
-            "json_schema": {"name": "response", "schema": s, "strict": true},
-        });
+        match dialect {
+            StructuredOutput::JsonSchema => {
+                body["response_format"] = json!({
+                    "type": "json_schema",
+                    "json_schema": {"name": "response", "schema": s, "strict": true},
+                })
+            }
+            StructuredOutput::JsonObject => {
+                body["response_format"] = json!({"type": "json_object", "schema": s})
+            }
+            StructuredOutput::GuidedJson => body["guided_json"] = s.clone(),
+            StructuredOutput::None => {}
+        }
     }
     body
 }
@@ -237,19 +348,34 @@ impl ChatModel for OpenAiChat {
         let mut attempt = 0;
         let value = loop {
             let body = self.body(messages, params, schema);
-            match self.send(&body) {
+            let structured = schema.is_some() && self.dialect != StructuredOutput::None;
+            match self.send(&body, structured) {
                 Ok(v) => break v,
-                Err(Failure::Fatal(msg))
-                    if schema.is_some()
-                        && self.schema_supported
-                        && msg.starts_with("HTTP 400")
-                        && msg.contains("response_format") =>
-                {
+                Err(Failure::Dialect(msg)) if self.opts.structured.is_none() => {
+                    let next = StructuredOutput::ALL
+                        .into_iter()
+                        .skip_while(|d| *d != self.dialect)
+                        .nth(1)
+                        .unwrap_or(StructuredOutput::None);
                     tracing::warn!(
-                        "{}: no json_schema response_format support; validating the text instead",
-                        self.opts.base_url
+                        "{}: the server refused structured output as {} ({msg}); trying {}{}",
+                        self.opts.base_url,
+                        self.dialect.name(),
+                        next.name(),
+                        if next == StructuredOutput::None {
+                            " (unconstrained text, validated afterwards)"
+                        } else {
+                            ""
+                        }
                     );
-                    self.schema_supported = false;
+                    self.dialect = next;
+                }
+                Err(Failure::Dialect(msg)) => {
+                    return Err(LlmError::Remote(format!(
+                        "{}: the server refused structured output as {} (set by --structured-output): {msg}",
+                        self.url(),
+                        self.dialect.name()
+                    )))
                 }
                 Err(Failure::Fatal(msg)) => {
                     return Err(LlmError::Remote(format!("{}: {msg}", self.url())))

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use trialforge_llm::{
     CachedChat, ChatMessage, ChatModel, FinishReason, OpenAiChat, OpenAiOptions, SamplingParams,
+    StructuredOutput,
 };
 
 enum Reply {
@@ -96,6 +97,7 @@ fn client(base: String, key_env: &str, max_retries: u32) -> OpenAiChat {
         max_retries,
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(200),
+        structured: None,
     })
     .unwrap()
 }
@@ -147,16 +149,73 @@ fn retries_every_transient_fault_then_succeeds() {
 }
 
 #[test]
-fn falls_back_when_response_format_is_rejected() {
+fn falls_back_dialect_by_dialect_and_remembers_the_one_that_works() {
+    // An old server that takes no structured output at all, each refusal worded its own way.
     let (base, seen) = serve(vec![
         Reply::Status(
             400,
             None,
             "{\"error\": \"response_format is not supported\"}",
         ),
+        Reply::Status(
+            422,
+            None,
+            "{\"detail\": \"Extra inputs are not permitted: schema\"}",
+        ),
+        Reply::Status(
+            400,
+            None,
+            "{\"error\": \"Unrecognized request argument supplied: guided_json\"}",
+        ),
         Reply::Ok("{\"b\": 2}"),
+        Reply::Ok("{\"b\": 3}"),
     ]);
     let mut c = client(base, "TF_TEST_KEY_UNSET", 2);
+    let schema = json!({"type": "object"});
+    let ask = |c: &mut OpenAiChat| {
+        c.chat_json(
+            &[ChatMessage::user("x")],
+            &SamplingParams::default(),
+            Some(&schema),
+        )
+        .unwrap()
+        .text
+    };
+    assert_eq!(ask(&mut c), "{\"b\": 2}");
+    assert_eq!(c.dialect(), StructuredOutput::None);
+    assert_eq!(c.retries, 0, "a refused dialect is not a transient fault");
+    assert_eq!(ask(&mut c), "{\"b\": 3}");
+    let s = seen.lock().unwrap();
+    assert_eq!(s.bodies[0]["response_format"]["type"], "json_schema");
+    assert_eq!(s.bodies[1]["response_format"]["type"], "json_object");
+    assert_eq!(s.bodies[1]["response_format"]["schema"], schema);
+    assert!(s.bodies[2].get("response_format").is_none());
+    assert_eq!(s.bodies[2]["guided_json"], schema);
+    for b in &s.bodies[3..5] {
+        assert!(b.get("response_format").is_none() && b.get("guided_json").is_none());
+    }
+    assert_eq!(s.bodies.len(), 5, "the working dialect is remembered");
+    assert_eq!(
+        s.auth[0], None,
+        "no key variable set: no Authorization header"
+    );
+}
+
+#[test]
+fn llama_cpp_style_500_moves_to_json_object_but_overload_is_retried() {
+    // llama-cpp-python answers json_schema with a 500 whose validation error names json_object;
+    // a plain 503 is a transient fault and keeps the dialect.
+    let (base, seen) = serve(vec![
+        Reply::Status(503, None, "overloaded"),
+        Reply::Status(
+            500,
+            None,
+            "{\"error\": {\"message\": \"1 validation error: response_format.type: Input should be 'text' or 'json_object'\"}}",
+        ),
+        Reply::Ok("{\"c\": 1}"),
+        Reply::Ok("plain"),
+    ]);
+    let mut c = client(base, "TF_TEST_KEY_UNSET", 3);
     let out = c
         .chat_json(
             &[ChatMessage::user("x")],
@@ -164,14 +223,51 @@ fn falls_back_when_response_format_is_rejected() {
             Some(&json!({"type": "object"})),
         )
         .unwrap();
-    assert_eq!(out.text, "{\"b\": 2}");
+    assert_eq!(out.text, "{\"c\": 1}");
+    assert_eq!(c.dialect(), StructuredOutput::JsonObject);
+    assert_eq!(c.retries, 1);
+    // Free text carries no structured-output field, whatever the dialect.
+    c.chat(&[ChatMessage::user("y")], &SamplingParams::default())
+        .unwrap();
     let s = seen.lock().unwrap();
-    assert!(s.bodies[0].get("response_format").is_some());
-    assert!(s.bodies[1].get("response_format").is_none());
-    assert_eq!(
-        s.auth[0], None,
-        "no key variable set: no Authorization header"
-    );
+    assert_eq!(s.bodies[0]["response_format"]["type"], "json_schema");
+    assert_eq!(s.bodies[1]["response_format"]["type"], "json_schema");
+    assert_eq!(s.bodies[2]["response_format"]["type"], "json_object");
+    assert!(s.bodies[3].get("response_format").is_none());
+}
+
+#[test]
+fn a_configured_dialect_is_used_and_not_changed() {
+    let (base, seen) = serve(vec![
+        Reply::Ok("{}"),
+        Reply::Status(400, None, "guided_json is not supported"),
+    ]);
+    let mut c = OpenAiChat::new(OpenAiOptions {
+        base_url: base,
+        model: "m".into(),
+        api_key_env: None,
+        max_retries: 0,
+        structured: Some(StructuredOutput::GuidedJson),
+        ..Default::default()
+    })
+    .unwrap();
+    let schema = json!({"type": "object"});
+    c.chat_json(
+        &[ChatMessage::user("x")],
+        &SamplingParams::default(),
+        Some(&schema),
+    )
+    .unwrap();
+    let err = c
+        .chat_json(
+            &[ChatMessage::user("x")],
+            &SamplingParams::default(),
+            Some(&schema),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("guided-json"), "{err}");
+    assert_eq!(seen.lock().unwrap().bodies[0]["guided_json"], schema);
 }
 
 #[test]

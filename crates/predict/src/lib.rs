@@ -8,6 +8,7 @@
 pub mod augment;
 pub mod benchmark;
 pub mod cladmop;
+pub mod detection;
 pub mod embedding;
 pub mod finetune;
 pub mod metrics;

@@ -46,6 +46,13 @@ fn push_ngrams(out: &mut Vec<String>, prefix: &str, ws: &[String]) {
     }
 }
 
+/// Word unigrams and bigrams of free text (lower-cased, 2+ characters).
+pub fn text_terms(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    push_ngrams(&mut out, "", &words(text));
+    out
+}
+
 /// The terms of one protocol (see the module docs).
 pub fn protocol_terms(p: &Protocol) -> Vec<String> {
     let mut out = Vec::new();

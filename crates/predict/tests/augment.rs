@@ -26,6 +26,7 @@ fn as_synthetic(trials: &[Trial], flip: bool) -> Vec<Trial> {
             s.id = format!("TFS-test-{i:05}");
             s.source = Source::Synthetic {
                 generator: "test".into(),
+                claimed_id: None,
             };
             s.split = Split::None;
             if flip {

@@ -14,6 +14,23 @@ pub struct Table {
     pub rows: Vec<Vec<String>>,
 }
 
+/// One value of a [`Card`].
+#[derive(Clone, Debug)]
+pub enum CardValue {
+    Text(String),
+    /// Preformatted text (a trial as rendered, a model's raw output).
+    Pre(String),
+    /// Links: (text, URL). Only `https://` URLs are written as links; others as text.
+    Links(Vec<(String, String)>),
+}
+
+/// A readable record: a heading and labelled values (the gallery's trials and attempts).
+#[derive(Clone, Debug, Default)]
+pub struct Card {
+    pub heading: String,
+    pub rows: Vec<(String, CardValue)>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Section {
     /// Anchor of the section (`#id`).
@@ -22,6 +39,7 @@ pub struct Section {
     pub paragraphs: Vec<String>,
     pub tables: Vec<Table>,
     pub figures: Vec<Figure>,
+    pub cards: Vec<Card>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -58,7 +76,9 @@ h1{font-size:1.6rem}h2{font-size:1.25rem;border-bottom:1px solid #ccc;padding-bo
 table{border-collapse:collapse;margin:.8rem 0;font-size:.9rem}caption{text-align:left;font-weight:bold;padding:.3rem 0}\
 th,td{border:1px solid #bbb;padding:.25rem .55rem;text-align:right}th:first-child,td:first-child{text-align:left}\
 th{background:#f0f0f0}figure{margin:1rem 0}figcaption{font-size:.9rem;color:#555}nav a{margin-right:.8rem}\
-svg{max-width:100%;height:auto}";
+svg{max-width:100%;height:auto}article.card{border:1px solid #ccc;border-radius:4px;padding:.2rem .9rem;margin:1rem 0}\
+article.card h3{font-size:1.05rem}dt{font-weight:bold;margin-top:.4rem}dd{margin-left:1rem}\
+pre{white-space:pre-wrap;font-size:.82rem;background:#f7f7f7;padding:.4rem;max-height:24rem;overflow:auto}";
 
 impl Page {
     /// The whole page as one string.
@@ -111,6 +131,37 @@ impl Page {
                 }
                 w(&mut h, "</table>\n");
             }
+            for c in &s.cards {
+                let _ = writeln!(
+                    h,
+                    "<article class=\"card\">\n<h3>{}</h3>\n<dl>",
+                    escape(&c.heading)
+                );
+                for (label, value) in &c.rows {
+                    let _ = write!(h, "<dt>{}</dt><dd>", escape(label));
+                    match value {
+                        CardValue::Text(t) => h.push_str(&escape(t)),
+                        CardValue::Pre(t) => {
+                            let _ = write!(h, "<pre>{}</pre>", escape(t));
+                        }
+                        CardValue::Links(links) => {
+                            let parts: Vec<String> = links
+                                .iter()
+                                .map(|(text, url)| {
+                                    if url.starts_with("https://") {
+                                        format!("<a href=\"{}\">{}</a>", escape(url), escape(text))
+                                    } else {
+                                        escape(text)
+                                    }
+                                })
+                                .collect();
+                            h.push_str(&parts.join(", "));
+                        }
+                    }
+                    h.push_str("</dd>\n");
+                }
+                w(&mut h, "</dl>\n</article>\n");
+            }
             for f in &s.figures {
                 let _ = writeln!(h, "<figure id=\"fig-{}\">", escape(&f.name));
                 h.push_str(&f.svg()?);
@@ -161,6 +212,7 @@ mod tests {
             intro: vec!["made by \"tests\"".into()],
             sections: vec![Section {
                 id: "fidelity".into(),
+                cards: Vec::new(),
                 heading: "Fidelity".into(),
                 paragraphs: vec!["a < b".into()],
                 tables: vec![Table {

@@ -7,6 +7,7 @@ pub mod coverage;
 pub mod html;
 pub mod plots;
 pub mod privacy;
+pub mod realism;
 pub mod similarity;
 pub mod tsne;
 

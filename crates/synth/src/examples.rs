@@ -128,6 +128,25 @@ impl<'a> RealCorpus<'a> {
         chosen
     }
 
+    /// The condition names a cell may use under `--conditions-from-examples`: those of the allowed
+    /// real trials of the drug (either label) and of the chosen examples, first spelling of each
+    /// normalised name, in corpus order.
+    pub fn conditions_for(&self, cell: &Cell, chosen: &[Chosen]) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        let of_drug = (0..self.trials.len())
+            .filter(|&i| self.allowed[i] && Self::has_drug(&self.trials[i], &cell.drug));
+        let mut out = Vec::new();
+        for i in chosen.iter().map(|c| c.index).chain(of_drug) {
+            for c in &self.trials[i].protocol.conditions {
+                let key = crate::realism::normalise(c);
+                if !key.is_empty() && seen.insert(key) {
+                    out.push(c.trim().to_string());
+                }
+            }
+        }
+        out
+    }
+
     fn cos(&self, a: usize, b: usize) -> f32 {
         self.index
             .vector(a)

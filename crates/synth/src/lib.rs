@@ -8,6 +8,7 @@ pub mod examples;
 pub mod export;
 pub mod plan;
 pub mod prompts;
+pub mod realism;
 pub mod run;
 pub mod schema;
 pub mod validate;

@@ -28,7 +28,8 @@ use trialforge_trial::{Label, Phase, Source, Split, Trial};
 use crate::examples::{Chosen, RealCorpus};
 use crate::plan::Cell;
 use crate::prompts::{generation_messages, parse_reasons, reasoning_messages, render_example};
-use crate::schema::{request_schema, GeneratedTrial};
+use crate::realism::{CalibratedGate, Calibration, EnrollmentBound, GateThresholds};
+use crate::schema::{request_schema, GeneratedTrial, RequestConstraints};
 use crate::validate::{check_content, longest_shared_run, Reject, ValidationConfig};
 use crate::{Result, SynthError};
 
@@ -49,6 +50,10 @@ pub struct GenerateConfig {
     /// Names the backend in provenance and cache keys (`local`, `openai`, ...).
     pub backend: String,
     pub seed: u64,
+    /// Constrain the conditions to those of the drug's real trials and of the examples (a JSON
+    /// Schema enum): no invented conditions, but no new ones either.
+    #[serde(default)]
+    pub conditions_from_examples: bool,
 }
 
 impl Default for GenerateConfig {
@@ -74,6 +79,7 @@ impl Default for GenerateConfig {
             example_near_duplicate: 0.95,
             backend: "local".into(),
             seed: 0,
+            conditions_from_examples: false,
         }
     }
 }
@@ -99,6 +105,19 @@ pub struct Provenance {
     pub prompt_hash: String,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// The realism gate that passed this trial (absent when the run had none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateProvenance>,
+}
+
+/// The realism gate's thresholds that applied to one trial.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GateProvenance {
+    /// Names the gate (its settings and vocabulary); the whole gate is in `NAME.gate.json`.
+    pub digest: String,
+    pub lexical_min_share: f64,
+    pub condition_max_unknown_share: f64,
+    pub enrollment: Option<EnrollmentBound>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -107,6 +126,9 @@ pub struct ValidationScores {
     pub max_cosine_real: f32,
     pub max_shared_words_with_examples: usize,
     pub max_cosine_synthetic: f32,
+    /// Share of the trial's words known to the real corpus (the gate's `lexical` rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lexical_share: Option<f64>,
 }
 
 /// One line of the output file.
@@ -129,6 +151,16 @@ pub struct Attempt {
     pub id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reject: Option<Reject>,
+    /// Further rules the rejected output broke, after the first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<Reject>,
+    /// What the model wrote, for a rejected attempt (cut at 4,000 characters), so a person can read
+    /// why it was rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// NCT ids of the real examples its prompt showed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<String>,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub seconds: f64,
@@ -161,6 +193,21 @@ pub struct RunSummary {
     pub cost_usd: Option<f64>,
     pub out: String,
     pub log: String,
+    /// The realism gate: its thresholds, its pass rates on held-out real trials, and what it cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateSummary>,
+}
+
+/// The realism gate of a run (also written to `NAME.gate.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GateSummary {
+    pub thresholds: GateThresholds,
+    pub calibration: Calibration,
+    /// Seconds spent building and calibrating the gate at run start.
+    pub build_seconds: f64,
+    /// Gate checks this run, and the seconds they took.
+    pub checks: usize,
+    pub check_seconds: f64,
 }
 
 /// Progress after each attempt.
@@ -252,7 +299,18 @@ pub struct Generator<'a> {
     pub corpus: &'a RealCorpus<'a>,
     /// SMILES of a drug name, from the drug pool.
     pub smiles: &'a dyn Fn(&str) -> Option<String>,
+    /// The realism rules (none: only the schema, content and copy rules apply).
+    pub gate: Option<&'a CalibratedGate>,
     pub config: GenerateConfig,
+}
+
+/// Where a run's realism gate is written: `NAME.gate.json` beside the output.
+pub fn gate_path(out: &Path) -> PathBuf {
+    let log = log_path(out);
+    let name = log.file_name().map_or("synth.log.jsonl".into(), |n| {
+        n.to_string_lossy().into_owned()
+    });
+    log.with_file_name(name.replace(".log.jsonl", ".gate.json"))
 }
 
 impl Generator<'_> {
@@ -289,6 +347,31 @@ impl Generator<'_> {
         // between writing the trial and logging it must not generate it again) or no attempts left.
         let accepted_cells: HashSet<usize> =
             done_records.iter().map(|r| r.provenance.cell).collect();
+        // The trial is written before its log line, so an accepted attempt whose trial is missing
+        // means the output was deleted or edited: its cells would silently count as given up.
+        let held: HashSet<&str> = done_records.iter().map(|r| r.trial.id.as_str()).collect();
+        let missing: Vec<&Attempt> = past
+            .iter()
+            .filter(|a| a.accepted && !a.id.as_deref().is_some_and(|id| held.contains(id)))
+            .collect();
+        if !missing.is_empty() {
+            let ids: Vec<String> = missing
+                .iter()
+                .take(5)
+                .map(|a| a.id.clone().unwrap_or_else(|| format!("cell {}", a.cell)))
+                .collect();
+            return Err(SynthError::Invalid(format!(
+                "{} records {} accepted trial(s) that {} does not hold ({}{}): the output was deleted or edited since. \
+                 Restore {}, or delete {} as well to start the run over.",
+                log.display(),
+                missing.len(),
+                out.display(),
+                ids.join(", "),
+                if missing.len() > 5 { ", ..." } else { "" },
+                out.display(),
+                log.display()
+            )));
+        }
         let mut attempts_used: HashMap<usize, u32> = HashMap::new();
         for a in &past {
             let e = attempts_used.entry(a.cell).or_default();
@@ -314,8 +397,26 @@ impl Generator<'_> {
             resumed_cells,
             out: out.display().to_string(),
             log: log.display().to_string(),
+            gate: self.gate.map(|g| GateSummary {
+                thresholds: g.gate.thresholds.clone(),
+                calibration: g.calibration.clone(),
+                build_seconds: g.build_seconds,
+                checks: 0,
+                check_seconds: 0.0,
+            }),
             ..Default::default()
         };
+        if let Some(g) = &summary.gate {
+            let path = gate_path(out);
+            let tmp = path.with_extension("json.partial");
+            let io = |source| SynthError::Io {
+                path: path.clone(),
+                source,
+            };
+            std::fs::write(&tmp, serde_json::to_vec_pretty(g).expect("gate serialises"))
+                .map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+        }
         let mut p = Progress {
             cells: plan.len(),
             cells_done: resumed_cells,
@@ -340,6 +441,7 @@ impl Generator<'_> {
         }
         let cfg = self.config.clone();
         let corpus = self.corpus;
+        let gate = self.gate;
         let this = &*self;
         // Workers draft (the LLM calls, the slow part) up to `workers` attempts at once; this thread
         // judges and writes them strictly in plan order, so the duplicate check, the ids and the
@@ -355,7 +457,7 @@ impl Generator<'_> {
                 scope.spawn(move || loop {
                     let job = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                     let Ok((pos, cell, attempt)) = job else { break };
-                    let drafted = draft(model.as_mut(), corpus, cfg, cell, attempt);
+                    let drafted = draft(model.as_mut(), corpus, cfg, gate, cell, attempt);
                     if done_tx.send((pos, attempt, drafted)).is_err() {
                         break;
                     }
@@ -404,6 +506,10 @@ impl Generator<'_> {
                 };
                 let outcome = this.judge(cell, attempt, &tag, drafted, &synthetic_vectors)?;
                 summary.attempts += 1;
+                if let (Some(g), Some(secs)) = (summary.gate.as_mut(), outcome.gate_seconds) {
+                    g.checks += 1;
+                    g.check_seconds += secs;
+                }
                 let usage = outcome.usage;
                 summary.prompt_tokens += usage.prompt_tokens;
                 summary.completion_tokens += usage.completion_tokens;
@@ -415,6 +521,9 @@ impl Generator<'_> {
                     accepted: false,
                     id: None,
                     reject: None,
+                    also: Vec::new(),
+                    output: None,
+                    examples: outcome.examples.clone(),
                     prompt_tokens: usage.prompt_tokens,
                     completion_tokens: usage.completion_tokens,
                     seconds: usage.seconds,
@@ -440,6 +549,10 @@ impl Generator<'_> {
                             .entry(reject.rule.clone())
                             .or_default() += 1;
                         entry.reject = Some(reject);
+                        entry.also = outcome.also;
+                        entry.output = outcome
+                            .output
+                            .map(|o| o.chars().take(4000).collect::<String>());
                         append(&mut log_file, &log, &entry)?;
                         summary.rejected += 1;
                         p.rejected += 1;
@@ -499,6 +612,10 @@ impl Generator<'_> {
         let mut outcome = AttemptOutcome {
             result: Err(Reject::new("internal", "not judged")),
             usage: drafted.usage,
+            also: Vec::new(),
+            output: None,
+            examples: Vec::new(),
+            gate_seconds: None,
         };
         let d = match drafted.draft {
             Ok(d) => d,
@@ -507,6 +624,12 @@ impl Generator<'_> {
                 return Ok(outcome);
             }
         };
+        outcome.output = Some(d.text.clone());
+        outcome.examples = d
+            .chosen
+            .iter()
+            .map(|c| self.corpus.trials[c.index].id.clone())
+            .collect();
         let generated = match GeneratedTrial::parse(&d.text) {
             Ok(t) => t,
             Err(e) => {
@@ -527,6 +650,25 @@ impl Generator<'_> {
             return Ok(outcome);
         }
         let protocol = generated.to_protocol(self.smiles);
+        let mut lexical_share = None;
+        if let Some(g) = self.gate {
+            let t0 = Instant::now();
+            let verdict = g.gate.check(
+                &protocol,
+                &[
+                    generated.primary_outcome.as_str(),
+                    generated.rationale.as_str(),
+                ],
+            );
+            outcome.gate_seconds = Some(t0.elapsed().as_secs_f64());
+            lexical_share = Some(verdict.lexical_share);
+            let mut rejects = verdict.rejects.into_iter();
+            if let Some(first) = rejects.next() {
+                outcome.result = Err(first);
+                outcome.also = rejects.collect();
+                return Ok(outcome);
+            }
+        }
         let text = protocol_text(&protocol);
         let vector = self.embed(&[text.as_str()])?.remove(0);
 
@@ -578,6 +720,7 @@ impl Generator<'_> {
                 id: synthetic_id(tag, cell.index),
                 source: Source::Synthetic {
                     generator: "trialforge retrieval-reasoning".into(),
+                    claimed_id: None,
                 },
                 protocol,
                 label: Some(cell.label),
@@ -605,14 +748,25 @@ impl Generator<'_> {
                 prompt_hash: d.prompt_hash,
                 prompt_tokens: outcome.usage.prompt_tokens,
                 completion_tokens: outcome.usage.completion_tokens,
+                gate: self.gate.map(|g| {
+                    let t = &g.gate.thresholds;
+                    GateProvenance {
+                        digest: t.digest.clone(),
+                        lexical_min_share: t.lexical_min_share,
+                        condition_max_unknown_share: t.condition_max_unknown_share,
+                        enrollment: cell_phase_bound(g, cell.phase),
+                    }
+                }),
             },
             validation: ValidationScores {
                 nearest_real,
                 max_cosine_real,
                 max_shared_words_with_examples: max_shared,
                 max_cosine_synthetic,
+                lexical_share,
             },
         };
+        outcome.output = None;
         outcome.result = Ok((record, vector));
         Ok(outcome)
     }
@@ -664,6 +818,7 @@ fn draft(
     model: &mut dyn ChatModel,
     corpus: &RealCorpus,
     cfg: &GenerateConfig,
+    gate: Option<&CalibratedGate>,
     cell: &Cell,
     attempt: u32,
 ) -> Result<Drafted> {
@@ -702,7 +857,15 @@ fn draft(
         ..cfg.generation.clone()
     };
     let messages = generation_messages(cell, &rendered, &reasons);
-    let schema = request_schema(&cell.drug, cell.phase);
+    let constraints = RequestConstraints {
+        enrollment: gate
+            .and_then(|g| g.gate.enrollment_bound(cell.phase))
+            .map(|b| (b.min, b.max)),
+        conditions: cfg
+            .conditions_from_examples
+            .then(|| corpus.conditions_for(cell, &chosen)),
+    };
+    let schema = request_schema(&cell.drug, cell.phase, &constraints);
     let g = model.chat_json(&messages, &generation_params, Some(&schema))?;
     drafted.usage.add(&g);
     let prompt_hash = request_hash(
@@ -730,4 +893,14 @@ fn draft(
 struct AttemptOutcome {
     result: std::result::Result<(SyntheticRecord, Vec<f32>), Reject>,
     usage: Usage,
+    /// Rules broken after the first (gate rejects).
+    also: Vec<Reject>,
+    /// The model's text (kept in the log for rejected attempts).
+    output: Option<String>,
+    examples: Vec<String>,
+    gate_seconds: Option<f64>,
+}
+
+fn cell_phase_bound(g: &CalibratedGate, phase: Phase) -> Option<EnrollmentBound> {
+    g.gate.enrollment_bound(phase).cloned()
 }

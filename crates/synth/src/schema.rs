@@ -14,14 +14,48 @@ pub fn schema() -> &'static serde_json::Value {
     S.get_or_init(|| serde_json::from_str(SCHEMA_JSON).expect("the bundled schema is valid JSON"))
 }
 
+/// Narrowings of one request's schema beyond the drug and the phase.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RequestConstraints {
+    /// Enrollment range (min, max): the realism gate's bound for the phase.
+    pub enrollment: Option<(u32, u32)>,
+    /// The only condition names allowed (`--conditions-from-examples`).
+    pub conditions: Option<Vec<String>>,
+}
+
 /// The schema of one request: the published schema, narrowed so that the drugs start with the
-/// requested drug and the phases with the requested phase. Every document it accepts, the published
-/// schema accepts too; constrained decoding then cannot miss the drug or the phase.
-pub fn request_schema(drug: &str, phase: Phase) -> serde_json::Value {
+/// requested drug and the phases with the requested phase, and by `constraints`. Every document it
+/// accepts, the published schema accepts too; constrained decoding then cannot miss the drug, the
+/// phase or the enrollment range.
+pub fn request_schema(
+    drug: &str,
+    phase: Phase,
+    constraints: &RequestConstraints,
+) -> serde_json::Value {
     let mut s = schema().clone();
     let phase = serde_json::to_value(phase).expect("phases serialise");
     s["properties"]["drugs"]["prefixItems"] = serde_json::json!([{ "const": drug }]);
     s["properties"]["phases"]["prefixItems"] = serde_json::json!([{ "const": phase }]);
+    if let Some((min, max)) = constraints.enrollment {
+        let e = &mut s["properties"]["design"]["properties"]["enrollment"];
+        let (lo, hi) = (
+            e["minimum"].as_u64().unwrap_or(1),
+            e["maximum"].as_u64().unwrap_or(u64::MAX),
+        );
+        e["minimum"] = (min as u64).clamp(lo, hi).into();
+        e["maximum"] = (max as u64).clamp(lo, hi).into();
+    }
+    if let Some(names) = constraints.conditions.as_ref().filter(|n| !n.is_empty()) {
+        // Within the published bounds on a condition's length.
+        let names: Vec<&String> = names
+            .iter()
+            .filter(|n| (2..=100).contains(&n.chars().count()))
+            .collect();
+        if !names.is_empty() {
+            s["properties"]["conditions"]["items"] = serde_json::json!({ "enum": names });
+            s["properties"]["conditions"]["uniqueItems"] = true.into();
+        }
+    }
     s
 }
 
@@ -100,6 +134,7 @@ impl GeneratedTrial {
                 inclusion: self.inclusion_criteria.clone(),
                 exclusion: self.exclusion_criteria.clone(),
             },
+            enrollment: Some(self.design.enrollment),
         }
     }
 }
@@ -150,8 +185,12 @@ pub(crate) mod tests {
 
     #[test]
     fn request_schema_narrows_the_published_one() {
-        let narrow =
-            jsonschema::validator_for(&request_schema("metformin", Phase::Phase2)).unwrap();
+        let narrow = jsonschema::validator_for(&request_schema(
+            "metformin",
+            Phase::Phase2,
+            &Default::default(),
+        ))
+        .unwrap();
         assert!(narrow.is_valid(&good()));
         let mut other = good();
         other["drugs"] = serde_json::json!(["placebo", "metformin"]);
@@ -166,5 +205,19 @@ pub(crate) mod tests {
         let mut phase = good();
         phase["phases"] = serde_json::json!(["PHASE3"]);
         assert!(!narrow.is_valid(&phase));
+
+        let tight = RequestConstraints {
+            enrollment: Some((10, 500)),
+            conditions: Some(vec!["prediabetes".into(), "obesity".into()]),
+        };
+        let narrow =
+            jsonschema::validator_for(&request_schema("metformin", Phase::Phase2, &tight)).unwrap();
+        assert!(narrow.is_valid(&good()));
+        let mut big = good();
+        big["design"]["enrollment"] = 60_123.into();
+        assert!(!narrow.is_valid(&big) && validator().is_valid(&big));
+        let mut made_up = good();
+        made_up["conditions"] = serde_json::json!(["SYMBOLS"]);
+        assert!(!narrow.is_valid(&made_up) && validator().is_valid(&made_up));
     }
 }

@@ -247,6 +247,20 @@ fn study_to_trial(study: &Value, loc: &Loc) -> Result<Trial, ImportError> {
     )?
     .map(Criteria::from_raw)
     .unwrap_or_default();
+    const ENROLLMENT: &str = "protocolSection.designModule.enrollmentInfo.count";
+    let enrollment = match study.pointer(&pointer(ENROLLMENT)) {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    loc.err(
+                        ENROLLMENT,
+                        format!("expected a count of participants, found {v}"),
+                    )
+                })?,
+        ),
+    };
     let status =
         opt_str(study, "protocolSection.statusModule.overallStatus", loc)?.map(str::to_string);
     let why_stopped =
@@ -262,6 +276,7 @@ fn study_to_trial(study: &Value, loc: &Loc) -> Result<Trial, ImportError> {
             icd_codes: Vec::new(),
             drugs,
             criteria,
+            enrollment,
         },
         label: None,
         split: Split::None,

@@ -17,6 +17,9 @@ pub enum Format {
     Top,
     Ctgov,
     Corpus,
+    /// Legacy ClinicalTrials.gov records: `<clinical_study>` XML, or `{"clinical_study": ...}` JSON
+    /// (repaired where it does not parse; see [`crate::legacy`]).
+    Legacy,
 }
 
 impl std::str::FromStr for Format {
@@ -27,8 +30,9 @@ impl std::str::FromStr for Format {
             "top" => Ok(Format::Top),
             "ctgov" => Ok(Format::Ctgov),
             "corpus" | "jsonl" => Ok(Format::Corpus),
+            "legacy" | "xml" => Ok(Format::Legacy),
             _ => Err(format!(
-                "unknown format `{s}` (expected auto, top, ctgov or corpus)"
+                "unknown format `{s}` (expected auto, top, ctgov, corpus or legacy)"
             )),
         }
     }
@@ -42,11 +46,22 @@ pub fn detect(path: &Path) -> Result<Format, ImportError> {
             .map_err(|e| ImportError::io(path, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
-        return Ok(if entries.iter().any(|p| ext(p, "csv")) {
-            Format::Top
+        if entries.iter().any(|p| ext(p, "csv")) {
+            return Ok(Format::Top);
+        }
+        let legacy = entries.iter().any(|p| {
+            ext(p, "xml")
+                || ((ext(p, "json") || ext(p, "md") || ext(p, "txt"))
+                    && std::fs::read_to_string(p).is_ok_and(|t| crate::legacy::looks_legacy(&t)))
+        });
+        return Ok(if legacy {
+            Format::Legacy
         } else {
             Format::Ctgov
         });
+    }
+    if ext(path, "xml") {
+        return Ok(Format::Legacy);
     }
     if ext(path, "csv") {
         return Ok(Format::Top);
@@ -80,13 +95,15 @@ pub fn detect(path: &Path) -> Result<Format, ImportError> {
         };
         return Ok(if looks_ctgov(&first) || looks_ctgov(&head) {
             Format::Ctgov
+        } else if crate::legacy::looks_legacy(&head) {
+            Format::Legacy
         } else {
             Format::Corpus
         });
     }
     Err(ImportError::Format {
         file: path.to_path_buf(),
-        message: "cannot tell the format from the name: expected .csv (TOP), .json / .jsonl, or a folder; pass --format".into(),
+        message: "cannot tell the format from the name: expected .csv (TOP), .json / .jsonl, .xml (legacy record), or a folder; pass --format".into(),
     })
 }
 
@@ -104,13 +121,14 @@ pub fn read(
         vec![FileImport {
             file: path.to_path_buf(),
             trials,
-            skipped: Vec::new(),
+            ..Default::default()
         }]
     };
     match format {
         Format::Top => top::read_path(path, opts),
         Format::Ctgov => Ok(whole(ctgov::read_path(path)?)),
         Format::Corpus => Ok(whole(corpus::read(path)?)),
+        Format::Legacy => Ok(vec![crate::legacy::read_path(path, opts.skip_bad)?]),
         Format::Auto => unreachable!("resolved above"),
     }
 }

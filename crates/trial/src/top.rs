@@ -28,6 +28,10 @@ pub struct FileImport {
     pub file: PathBuf,
     pub trials: Vec<Trial>,
     pub skipped: Vec<ImportError>,
+    /// JSON repairs applied, by kind (legacy records only; see [`crate::legacy`]).
+    pub repaired: std::collections::BTreeMap<String, usize>,
+    /// Records that needed at least one repair.
+    pub repaired_records: usize,
 }
 
 /// Reads one TOP CSV file.
@@ -203,6 +207,7 @@ fn parse_row(
             icd_codes,
             drugs,
             criteria: Criteria::from_raw(cell(9)),
+            enrollment: None,
         },
         label: Some(label),
         split,

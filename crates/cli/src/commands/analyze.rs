@@ -17,7 +17,17 @@ use trialforge_report::similarity::{across_pairs, within_pairs, Summary};
 use trialforge_report::tsne::{effective_perplexity, tsne_2d, TsneParams};
 use trialforge_trial::{Label, Split, Trial};
 
-use super::augment::{format_augment, load, read_origins, run_augment, AugmentSettings};
+use trialforge_predict::detection::{detect, DetectionOptions, DetectionReport, Side};
+use trialforge_report::html::{Card, CardValue};
+use trialforge_report::realism::{realism_stats, RealismStats};
+use trialforge_synth::realism::{build_and_calibrate, Calibration, GateConfig, GateThresholds};
+use trialforge_synth::run::{gate_path, log_path, Attempt, GateSummary, SyntheticRecord};
+use trialforge_trial::render::protocol_text;
+
+use super::augment::{
+    format_augment, load, load_synthetic, read_origins, run_augment, AugmentSettings,
+    SyntheticSetArgs,
+};
 use super::embed::{embed_trials, EncoderArgs};
 use super::predict::{cached_embedder, default_admet_dir, new_model};
 use super::Ctx;
@@ -53,10 +63,37 @@ pub struct AnalyzeArgs {
     /// Also run the utility experiments (`augment`) and put them in the report.
     #[arg(long)]
     pub augment: bool,
+    /// Accepted trials and rejected attempts shown in full in the report's gallery (each).
+    #[arg(long, default_value_t = 3)]
+    pub gallery: usize,
+    /// ICD-10 descriptions for the realism rules [default: the bundled file].
+    #[arg(long)]
+    pub icd: Option<PathBuf>,
     #[command(flatten)]
     pub settings: AugmentSettings,
     #[command(flatten)]
+    pub set: SyntheticSetArgs,
+    #[command(flatten)]
     pub encoder: EncoderArgs,
+}
+
+/// The generation gate's rules run on the synthetic set, beside held-out real trials.
+#[derive(Serialize)]
+struct Realism {
+    /// The gate as built here from the real trials outside the held-out set.
+    gate: GateThresholds,
+    heldout_real: Calibration,
+    synthetic: Calibration,
+    lexical_share_heldout_real: Summary,
+    lexical_share_synthetic: Summary,
+    stats: RealismStats,
+    /// The gate the generation run itself used (`NAME.gate.json` beside a trialforge set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation_gate: Option<GateSummary>,
+    #[serde(skip)]
+    heldout_shares: Vec<f32>,
+    #[serde(skip)]
+    synthetic_shares: Vec<f32>,
 }
 
 #[derive(Serialize)]
@@ -99,6 +136,13 @@ struct Analysis {
     coverage_real: Coverage,
     coverage_synthetic: Coverage,
     label_consistency: Option<LabelConsistency>,
+    /// Can classifiers tell synthetic trials from real ones (and real from real, the control)?
+    detection: DetectionReport,
+    realism: Realism,
+    /// What reading the synthetic set involved (repairs, skipped records, ids).
+    notes: Vec<String>,
+    #[serde(skip)]
+    gallery: Vec<Card>,
     #[serde(skip_serializing_if = "Option::is_none")]
     augment: Option<AugmentReport>,
     report: Option<Written>,
@@ -182,7 +226,10 @@ fn label_consistency(
 pub fn run_analyze(ctx: &Ctx, a: &AnalyzeArgs) -> anyhow::Result<(serde_json::Value, String)> {
     let started = std::time::Instant::now();
     let real = load(&a.real)?;
-    let synthetic = load(&a.synthetic)?;
+    let (synthetic, notes) = load_synthetic(&a.synthetic, &a.set, &real)?;
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
     let origins = read_origins(&a.synthetic, &synthetic)?;
     let encoder = a.encoder.load(ctx)?;
     let (rv, _) = embed_trials(encoder.as_ref(), &real)?;
@@ -231,6 +278,30 @@ pub fn run_analyze(ctx: &Ctx, a: &AnalyzeArgs) -> anyhow::Result<(serde_json::Va
     let spinner = crate::progress::spinner("label consistency");
     let labels = label_consistency(a, encoder.as_ref(), &real, &is_holdout, &synthetic)?;
     spinner.finish_and_clear();
+    let spinner = crate::progress::spinner("detection");
+    let real_texts: Vec<String> = real.iter().map(|t| protocol_text(&t.protocol)).collect();
+    let synthetic_texts: Vec<String> = synthetic
+        .iter()
+        .map(|t| protocol_text(&t.protocol))
+        .collect();
+    fn side<'a>(texts: &'a [String], vectors: &'a [Vec<f32>]) -> Side<'a> {
+        Side {
+            texts: texts.iter().map(String::as_str).collect(),
+            vectors: vectors.iter().map(Vec::as_slice).collect(),
+        }
+    }
+    let detection = detect(
+        &side(&real_texts, &rv),
+        &side(&synthetic_texts, &sv),
+        &DetectionOptions {
+            seed: a.seed,
+            ..Default::default()
+        },
+    )?;
+    spinner.finish_and_clear();
+    let realism = realism(a, &real, &is_holdout, &synthetic)?;
+    let gallery = gallery(a, &real, &synthetic)?;
+
     let augment = if a.augment {
         Some(run_augment(
             &real,
@@ -263,6 +334,10 @@ pub fn run_analyze(ctx: &Ctx, a: &AnalyzeArgs) -> anyhow::Result<(serde_json::Va
         coverage_real: coverage(&real),
         coverage_synthetic: coverage_with(&synthetic, &condition_chapters(&real)),
         label_consistency: labels,
+        detection,
+        realism,
+        notes,
+        gallery,
         augment,
         report: None,
     };
@@ -337,6 +412,22 @@ pub fn run_analyze(ctx: &Ctx, a: &AnalyzeArgs) -> anyhow::Result<(serde_json::Va
                 l.holdout_roc_auc
             ));
         }
+        out.push_str(&format_detection(&analysis.detection));
+        let r = &analysis.realism;
+        out.push_str(&format!(
+            "realism gate ({} rules from {} real trials): {:.1}% of {} synthetic trials pass every rule, {:.1}% of {} held-out real ones; lexical share (median) synthetic {:.3}, held-out real {:.3}\n",
+            r.synthetic.rules.len(),
+            r.gate.reference_trials,
+            r.synthetic.all_rules * 100.0,
+            r.synthetic.trials,
+            r.heldout_real.all_rules * 100.0,
+            r.heldout_real.trials,
+            r.lexical_share_synthetic.median,
+            r.lexical_share_heldout_real.median,
+        ));
+        for n in &analysis.notes {
+            out.push_str(&format!("note: {n}\n"));
+        }
         if let Some(r) = &analysis.augment {
             out.push_str(&format_augment(r));
             out.push('\n');
@@ -355,6 +446,243 @@ pub fn run_analyze(ctx: &Ctx, a: &AnalyzeArgs) -> anyhow::Result<(serde_json::Va
 pub fn analyze(ctx: &Ctx, a: AnalyzeArgs) -> anyhow::Result<()> {
     let (value, text) = run_analyze(ctx, &a)?;
     ctx.emit(&value, || text)
+}
+
+/// The detection lines `analyze` prints.
+pub fn format_detection(d: &DetectionReport) -> String {
+    let scores = |x: &Option<trialforge_predict::detection::Detection>| match x {
+        None => "too few trials".to_string(),
+        Some(x) => x
+            .detectors
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {:.3} [{:.3}, {:.3}]",
+                    s.detector, s.roc_auc, s.ci95[0], s.ci95[1]
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let mut out = format!(
+        "detection ROC-AUC (0.5 = indistinguishable; 95% CI), real vs synthetic{}: {}\n  control, real vs real halves{}: {}\n",
+        d.real_vs_synthetic.as_ref().map_or(String::new(), |x| format!(" ({} per side, {}-fold)", x.per_side, x.folds)),
+        scores(&d.real_vs_synthetic),
+        d.real_vs_real.as_ref().map_or(String::new(), |x| format!(" ({} per side)", x.per_side)),
+        scores(&d.real_vs_real),
+    );
+    for n in &d.notes {
+        out.push_str(&format!("  note: {n}\n"));
+    }
+    out
+}
+
+/// The gate of a generation run over the real corpus, run on the synthetic set and on held-out
+/// real trials alike.
+fn realism(
+    a: &AnalyzeArgs,
+    real: &[Trial],
+    is_holdout: &dyn Fn(usize) -> bool,
+    synthetic: &[Trial],
+) -> anyhow::Result<Realism> {
+    let icd = super::generate::load_icd(a.icd.as_deref())?;
+    let (mut reference, mut heldout) = (Vec::new(), Vec::new());
+    for (i, t) in real.iter().enumerate() {
+        if is_holdout(i) {
+            heldout.push(t)
+        } else {
+            reference.push(t)
+        }
+    }
+    let g = build_and_calibrate(&reference, &heldout, &icd, &[], GateConfig::default());
+    let synth_refs: Vec<&Trial> = synthetic.iter().collect();
+    let synthetic_pass = g.gate.pass_rates(&synth_refs, "the synthetic set");
+    let share = |ts: &[&Trial]| -> Vec<f32> {
+        ts.iter()
+            .map(|t| g.gate.lexical_share(&t.protocol, &[]) as f32)
+            .collect()
+    };
+    let (heldout_shares, synthetic_shares) = (share(&heldout), share(&synth_refs));
+    let generation_gate = {
+        let p = gate_path(&a.synthetic);
+        if a.synthetic.is_file() && p.is_file() {
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not a gate file", p.display()))?,
+            )
+        } else {
+            None
+        }
+    };
+    let real_protocols: Vec<&trialforge_trial::Protocol> =
+        real.iter().map(|t| &t.protocol).collect();
+    let synthetic_protocols: Vec<&trialforge_trial::Protocol> =
+        synthetic.iter().map(|t| &t.protocol).collect();
+    Ok(Realism {
+        gate: g.gate.thresholds.clone(),
+        heldout_real: g.calibration,
+        synthetic: synthetic_pass,
+        lexical_share_heldout_real: Summary::of(&heldout_shares),
+        lexical_share_synthetic: Summary::of(&synthetic_shares),
+        stats: realism_stats(&real_protocols, &synthetic_protocols, a.seed),
+        generation_gate,
+        heldout_shares,
+        synthetic_shares,
+    })
+}
+
+fn nct_links(ids: &[String]) -> CardValue {
+    CardValue::Links(
+        ids.iter()
+            .map(|id| {
+                let url = if id.len() == 11
+                    && id.starts_with("NCT")
+                    && id[3..].bytes().all(|b| b.is_ascii_digit())
+                {
+                    format!("https://clinicaltrials.gov/study/{id}")
+                } else {
+                    String::new()
+                };
+                (id.clone(), url)
+            })
+            .collect(),
+    )
+}
+
+/// A few accepted trials beside their examples, reasons and scores, and a few rejected attempts
+/// with the rule that rejected them (from the attempt log beside a trialforge set).
+fn gallery(a: &AnalyzeArgs, real: &[Trial], synthetic: &[Trial]) -> anyhow::Result<Vec<Card>> {
+    let mut cards = Vec::new();
+    let by_id: std::collections::HashMap<&str, &Trial> =
+        real.iter().map(|t| (t.id.as_str(), t)).collect();
+    let records: Vec<SyntheticRecord> =
+        if a.synthetic.is_file() && a.synthetic.extension().is_some_and(|e| e == "jsonl") {
+            std::fs::read_to_string(&a.synthetic)
+                .with_context(|| format!("reading {}", a.synthetic.display()))?
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+    for r in records.iter().take(a.gallery) {
+        let p = &r.provenance;
+        let g = &r.generated;
+        let mut rows = vec![
+            (
+                "trial".to_string(),
+                CardValue::Pre(format!(
+                    "{}\nDesign: {}, masking {}, {} participants\nPrimary outcome: {}\nRationale: {}",
+                    protocol_text(&r.trial.protocol),
+                    g.design.allocation,
+                    g.design.masking,
+                    g.design.enrollment,
+                    g.primary_outcome,
+                    g.rationale
+                )),
+            ),
+            ("retrieved examples".to_string(), nct_links(&p.examples)),
+        ];
+        for id in &p.examples {
+            if let Some(t) = by_id.get(id.as_str()) {
+                rows.push((
+                    format!("example {id}"),
+                    CardValue::Pre(trialforge_synth::prompts::render_example(&t.protocol, 900)),
+                ));
+            }
+        }
+        rows.push((
+            "reasons".to_string(),
+            CardValue::Text(
+                p.reasons
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| format!("{}. {r}", i + 1))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+        ));
+        let v = &r.validation;
+        rows.push((
+            "validation".to_string(),
+            CardValue::Text(format!(
+                "nearest real trial {} at cosine {:.3}; {} consecutive words shared with an example at most; cosine {:.3} to the closest accepted synthetic trial{}",
+                v.nearest_real,
+                v.max_cosine_real,
+                v.max_shared_words_with_examples,
+                v.max_cosine_synthetic,
+                v.lexical_share.map_or(String::new(), |s| format!("; lexical share {s:.3}"))
+            )),
+        ));
+        cards.push(Card {
+            heading: format!(
+                "Accepted: {} ({}, {}, {})",
+                r.trial.id,
+                if p.target_label == Label::Success {
+                    "success"
+                } else {
+                    "failure"
+                },
+                p.phase,
+                p.drug
+            ),
+            rows,
+        });
+    }
+    let log = log_path(&a.synthetic);
+    if a.synthetic.is_file() && log.is_file() {
+        let attempts: Vec<Attempt> = std::fs::read_to_string(&log)
+            .with_context(|| format!("reading {}", log.display()))?
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        for at in attempts
+            .iter()
+            .filter(|x| !x.accepted && x.output.is_some())
+            .take(a.gallery)
+        {
+            let Some(reject) = &at.reject else { continue };
+            let mut rows = vec![("why".to_string(), CardValue::Text(reject.to_string()))];
+            if !at.also.is_empty() {
+                rows.push((
+                    "also broke".to_string(),
+                    CardValue::Text(
+                        at.also
+                            .iter()
+                            .map(|r| r.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    ),
+                ));
+            }
+            if !at.examples.is_empty() {
+                rows.push(("retrieved examples".to_string(), nct_links(&at.examples)));
+            }
+            rows.push((
+                "what the model wrote".to_string(),
+                CardValue::Pre(at.output.clone().unwrap_or_default()),
+            ));
+            cards.push(Card {
+                heading: format!(
+                    "Rejected: cell {} attempt {}, rule `{}`",
+                    at.cell, at.attempt, reject.rule
+                ),
+                rows,
+            });
+        }
+    }
+    let _ = synthetic;
+    Ok(cards)
+}
+
+fn pct(x: f64) -> String {
+    if x.is_finite() {
+        format!("{:.1}", x * 100.0)
+    } else {
+        "-".into()
+    }
 }
 
 fn f3(x: f64) -> String {
@@ -437,6 +765,7 @@ fn build_page(
     let s = &an.similarity;
     sections.push(Section {
         id: "fidelity".into(),
+        cards: Vec::new(),
         heading: "Fidelity: cosine similarity of random pairs".into(),
         paragraphs: vec![format!(
             "Cosine similarity of embeddings ({}) of random pairs: {} within each set, {} across (seed {}). \
@@ -469,6 +798,7 @@ fn build_page(
     });
     sections.push(Section {
         id: "tsne".into(),
+        cards: Vec::new(),
         heading: "Fidelity: t-SNE map".into(),
         paragraphs: vec![if tsne_figures.is_empty() {
             "Too few trials for a t-SNE map.".into()
@@ -518,6 +848,7 @@ fn build_page(
     };
     sections.push(Section {
         id: "coverage".into(),
+        cards: Vec::new(),
         heading: "Coverage".into(),
         paragraphs: vec![format!(
             "{} real and {} synthetic trials: what each set covers, as shares of its own trials.",
@@ -541,6 +872,7 @@ fn build_page(
     let p = &an.privacy;
     sections.push(Section {
         id: "privacy".into(),
+        cards: Vec::new(),
         heading: "Privacy: distance to the closest real record".into(),
         paragraphs: vec![
             "DCR = 1 - cosine to the nearest real trial outside the held-out set. Held-out real trials give the baseline: \
@@ -576,8 +908,173 @@ fn build_page(
         }],
     });
 
+    let d = &an.detection;
+    let auc = |x: &Option<trialforge_predict::detection::Detection>, k: usize| -> String {
+        x.as_ref()
+            .and_then(|x| x.detectors.get(k))
+            .map_or("-".into(), |s| {
+                format!("{} [{}, {}]", f3(s.roc_auc), f3(s.ci95[0]), f3(s.ci95[1]))
+            })
+    };
+    let mut detection_rows = Vec::new();
+    for (k, name) in [
+        "TF-IDF logistic regression",
+        "embedding logistic regression",
+    ]
+    .iter()
+    .enumerate()
+    {
+        detection_rows.push(vec![
+            name.to_string(),
+            auc(&d.real_vs_synthetic, k),
+            auc(&d.real_vs_real, k),
+        ]);
+    }
+    let mut detection_paragraphs = vec![format!(
+        "Classifiers trained to tell synthetic trials from real ones, with stratified cross-validation ({} per side, {}-fold; vocabulary and weights fitted on the training folds only), on the protocol rendering: \
+         ROC-AUC of the out-of-fold scores with a 95% bootstrap interval. 0.5 means indistinguishable. The control runs the same classifiers on two random halves of the real trials ({} per side) and should be near 0.5.",
+        d.real_vs_synthetic.as_ref().map_or(0, |x| x.per_side),
+        d.real_vs_synthetic.as_ref().map_or(0, |x| x.folds),
+        d.real_vs_real.as_ref().map_or(0, |x| x.per_side),
+    )];
+    detection_paragraphs.extend(d.notes.iter().map(|n| format!("Note: {n}")));
+    sections.push(Section {
+        id: "detection".into(),
+        cards: Vec::new(),
+        heading: "Detection: can a classifier tell synthetic from real?".into(),
+        paragraphs: detection_paragraphs,
+        tables: vec![Table {
+            caption: "Detection ROC-AUC [95% CI]".into(),
+            header: vec![
+                "detector".into(),
+                "real vs synthetic".into(),
+                "real vs real (control)".into(),
+            ],
+            rows: detection_rows,
+        }],
+        figures: vec![],
+    });
+
+    let r = &an.realism;
+    let mut gate_rows = Vec::new();
+    for rule in &r.heldout_real.rules {
+        let syn = r.synthetic.rules.iter().find(|x| x.rule == rule.rule);
+        gate_rows.push(vec![
+            rule.rule.clone(),
+            format!("{} ({} trials)", pct(rule.rate), rule.trials),
+            syn.map_or("-".into(), |x| {
+                format!("{} ({} trials)", pct(x.rate), x.trials)
+            }),
+        ]);
+    }
+    gate_rows.push(vec![
+        "all rules".into(),
+        pct(r.heldout_real.all_rules),
+        pct(r.synthetic.all_rules),
+    ]);
+    let st = &r.stats;
+    let mut stats_rows = vec![
+        summary_row("inclusion items, real", &st.real.inclusion_items),
+        summary_row("inclusion items, synthetic", &st.synthetic.inclusion_items),
+        summary_row("exclusion items, real", &st.real.exclusion_items),
+        summary_row("exclusion items, synthetic", &st.synthetic.exclusion_items),
+        summary_row(
+            "lexical share, held-out real",
+            &r.lexical_share_heldout_real,
+        ),
+        summary_row("lexical share, synthetic", &r.lexical_share_synthetic),
+    ];
+    let phases: std::collections::BTreeSet<&String> = st
+        .real
+        .enrollment_by_phase
+        .keys()
+        .chain(st.synthetic.enrollment_by_phase.keys())
+        .collect();
+    for ph in phases {
+        for (side, m) in [
+            ("real", &st.real.enrollment_by_phase),
+            ("synthetic", &st.synthetic.enrollment_by_phase),
+        ] {
+            if let Some(sm) = m.get(ph) {
+                stats_rows.push(summary_row(&format!("enrollment {ph}, {side}"), sm));
+            }
+        }
+    }
+    let mut realism_paragraphs = vec![format!(
+        "The generation gate's rules (gate {}), built here from the {} real trials outside the held-out set, run on every synthetic trial and on the {} held-out real trials. \
+         A rule that rejects more than 1% of held-out real trials is miscalibrated{}. Lexical share: the share of a trial's words (3+ letters) that real trials, ICD-10 or real drug names know; the gate requires {:.3}.",
+        r.gate.digest,
+        r.gate.reference_trials,
+        r.heldout_real.trials,
+        if r.heldout_real.miscalibrated.is_empty() { " (none is)".to_string() } else { format!(": {}", r.heldout_real.miscalibrated.join(", ")) },
+        r.gate.lexical_min_share
+    )];
+    if let Some(g) = &r.generation_gate {
+        realism_paragraphs.push(format!(
+            "The generation run used gate {} (from {} real trials; {:.1}% of its {} held-out real trials passed every rule; {} checks at {:.2} ms each).",
+            g.thresholds.digest,
+            g.thresholds.reference_trials,
+            g.calibration.all_rules * 100.0,
+            g.calibration.trials,
+            g.checks,
+            if g.checks > 0 { g.check_seconds * 1e3 / g.checks as f64 } else { 0.0 }
+        ));
+    }
+    realism_paragraphs.push(format!(
+        "Diversity of the criteria over {} trials per side: distinct words / words {} real, {} synthetic; distinct word pairs / pairs {} real, {} synthetic.",
+        st.synthetic.diversity.trials,
+        f3(st.real.diversity.distinct_1),
+        f3(st.synthetic.diversity.distinct_1),
+        f3(st.real.diversity.distinct_2),
+        f3(st.synthetic.diversity.distinct_2),
+    ));
+    sections.push(Section {
+        id: "realism".into(),
+        cards: Vec::new(),
+        heading: "Realism: the gate's rules, item counts, enrollment, diversity".into(),
+        paragraphs: realism_paragraphs,
+        tables: vec![
+            Table {
+                caption: "Share of trials that pass each realism rule (%)".into(),
+                header: vec!["rule".into(), "held-out real".into(), "synthetic".into()],
+                rows: gate_rows,
+            },
+            Table {
+                caption: "Criteria items, lexical share and enrollment, real beside synthetic"
+                    .into(),
+                header: SUMMARY_HEADER.map(String::from).to_vec(),
+                rows: stats_rows,
+            },
+        ],
+        figures: vec![Figure {
+            name: "lexical_share".into(),
+            title: "Share of a trial's words known to the real corpus".into(),
+            plot: Plot::Histogram {
+                x_label: "known-word share".into(),
+                series: vec![
+                    ("held-out real".into(), r.heldout_shares.clone()),
+                    ("synthetic".into(), r.synthetic_shares.clone()),
+                ],
+                bins: 30,
+            },
+        }],
+    });
+    sections.push(Section {
+        id: "gallery".into(),
+        heading: "Gallery: trials and attempts to read".into(),
+        paragraphs: vec![if an.gallery.is_empty() {
+            "Nothing to show: the gallery reads a trialforge set (its provenance and the attempt log beside it).".into()
+        } else {
+            "Accepted synthetic trials in full, beside the real examples their prompts showed (linked to ClinicalTrials.gov), the reasons and the validation scores; then rejected attempts as the model wrote them, with the rule that rejected them.".into()
+        }],
+        tables: vec![],
+        figures: vec![],
+        cards: an.gallery.clone(),
+    });
+
     let mut labels_section = Section {
         id: "labels".into(),
+        cards: Vec::new(),
         heading: "Label consistency".into(),
         ..Default::default()
     };
@@ -633,6 +1130,7 @@ fn build_page(
 
     let mut utility = Section {
         id: "utility".into(),
+        cards: Vec::new(),
         heading: "Utility: training on synthetic data".into(),
         ..Default::default()
     };

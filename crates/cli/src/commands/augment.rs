@@ -63,15 +63,19 @@ pub struct AugmentArgs {
     #[command(flatten)]
     pub settings: AugmentSettings,
     #[command(flatten)]
+    pub set: SyntheticSetArgs,
+    #[command(flatten)]
     pub encoder: EncoderArgs,
 }
 
 /// Each synthetic trial's id and the real trials its prompts showed (`None` for sets without
 /// provenance, such as TOP CSV files from other tools).
 pub fn read_origins(path: &Path, trials: &[Trial]) -> anyhow::Result<Vec<SyntheticOrigin>> {
-    let is_jsonl = path
-        .extension()
-        .is_some_and(|e| e == "jsonl" || e == "json");
+    let is_jsonl = path.is_file()
+        && path
+            .extension()
+            .is_some_and(|e| e == "jsonl" || e == "json")
+        && trialforge_trial::import::detect(path)? != trialforge_trial::Format::Legacy;
     let mut examples: std::collections::HashMap<String, Vec<String>> = Default::default();
     if is_jsonl {
         let text =
@@ -215,6 +219,116 @@ pub fn format_augment(r: &AugmentReport) -> String {
     out
 }
 
+/// How to read a synthetic set (shared by `augment` and `analyze`).
+#[derive(Args, Clone, Default)]
+pub struct SyntheticSetArgs {
+    /// With a folder of legacy ClinicalTrials.gov records as --synthetic: a CSV with columns
+    /// `file,label` (file name without folder; label 0 or 1).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Skip synthetic records that cannot be read (each is reported) instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+}
+
+/// A synthetic set: our JSONL, a corpus, a TOP CSV, or a folder (or file) of legacy records (XML,
+/// or JSON repaired where needed; see `trialforge_trial::legacy`). Notes say what was repaired,
+/// skipped or left unlabelled, and how claimed registry ids were handled.
+pub fn load_synthetic(
+    path: &Path,
+    how: &SyntheticSetArgs,
+    real: &[Trial],
+) -> anyhow::Result<(Vec<Trial>, Vec<String>)> {
+    let format = trialforge_trial::import::detect(path)?;
+    if format != trialforge_trial::Format::Legacy {
+        anyhow::ensure!(
+            how.labels.is_none(),
+            "--labels goes with a folder of legacy ClinicalTrials.gov records; {} is not one (its labels are in the file)",
+            path.display()
+        );
+        return Ok((load(path)?, Vec::new()));
+    }
+    let set =
+        trialforge_trial::legacy::read_foreign_set(path, how.labels.as_deref(), how.skip_bad)?;
+    let mut notes = Vec::new();
+    for e in &set.skipped {
+        eprintln!("skipped: {e}");
+    }
+    if !set.skipped.is_empty() {
+        notes.push(format!(
+            "{} records could not be read and were skipped",
+            set.skipped.len()
+        ));
+    }
+    if set.repaired_records > 0 {
+        let kinds: Vec<String> = set
+            .repaired
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        notes.push(format!(
+            "{} of {} records were not valid JSON and were repaired ({})",
+            set.repaired_records,
+            set.trials.len() + set.skipped.len(),
+            kinds.join(", ")
+        ));
+    }
+    if how.labels.is_none() {
+        notes.push("no --labels given: the records are unlabelled".into());
+    }
+    if !set.unlabelled.is_empty() {
+        notes.push(format!(
+            "{} records have no entry in the labels file (left unlabelled): {}",
+            set.unlabelled.len(),
+            set.unlabelled
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !set.labels_without_record.is_empty() {
+        notes.push(format!(
+            "{} entries of the labels file name no record: {}",
+            set.labels_without_record.len(),
+            set.labels_without_record
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let real_ids: std::collections::HashMap<&str, Split> =
+        real.iter().map(|t| (t.id.as_str(), t.split)).collect();
+    let claims: Vec<(&str, Split)> = set
+        .trials
+        .iter()
+        .filter_map(|t| match &t.source {
+            trialforge_trial::Source::Synthetic {
+                claimed_id: Some(c),
+                ..
+            } => real_ids.get(c.as_str()).map(|s| (c.as_str(), *s)),
+            _ => None,
+        })
+        .collect();
+    notes.push(format!(
+        "records are named EXT-<file name>; the registry ids they claim are kept as claimed_id only{}",
+        if claims.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} claim the id of a real trial of this corpus, {} of them in the test split: made-up ids are no evidence of origin, so they are judged by content, as near copies)",
+                claims.len(),
+                claims.iter().filter(|(_, s)| *s == Split::Test).count()
+            )
+        }
+    ));
+    anyhow::ensure!(!set.trials.is_empty(), "{}: no records", path.display());
+    Ok((set.trials, notes))
+}
+
 pub fn load(path: &Path) -> anyhow::Result<Vec<Trial>> {
     super::embed::CorpusArgs {
         corpus: path.to_path_buf(),
@@ -225,7 +339,10 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<Trial>> {
 
 pub fn augment_command(ctx: &Ctx, a: AugmentArgs) -> anyhow::Result<()> {
     let real = load(&a.real)?;
-    let synthetic = load(&a.synthetic)?;
+    let (synthetic, notes) = load_synthetic(&a.synthetic, &a.set, &real)?;
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
     let origins = read_origins(&a.synthetic, &synthetic)?;
     let encoder = if a.settings.model.needs_encoder() {
         Some(a.encoder.load(ctx)?)

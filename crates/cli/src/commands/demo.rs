@@ -145,6 +145,7 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
         base_url: String::new(),
         model_name: None,
         api_key_env: "OPENAI_API_KEY".into(),
+        structured_output: "auto".into(),
         timeout: 120,
         max_retries: 6,
         concurrency: 1,
@@ -160,6 +161,9 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
         plan: None,
         response_cache: None,
         emit_batch: None,
+        icd: None,
+        no_gate: false,
+        conditions_from_examples: false,
         model: a.llm.model.clone(),
         encoder: a.encoder.clone(),
     };
@@ -195,6 +199,9 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
         tsne_max_real: 2000,
         seed: 0,
         augment: true,
+        gallery: 3,
+        icd: None,
+        set: Default::default(),
         settings: AugmentSettings::default(),
         encoder: a.encoder.clone(),
     };

@@ -1,15 +1,17 @@
 //! `generate`, `export top-csv`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
 use trialforge_llm::batch::{ingest, BatchRecorder};
-use trialforge_llm::{CachedChat, ChatModel, OpenAiChat, OpenAiOptions};
+use trialforge_llm::{CachedChat, ChatModel, OpenAiChat, OpenAiOptions, StructuredOutput};
 use trialforge_retrieve::VectorIndex;
 use trialforge_synth::examples::RealCorpus;
 use trialforge_synth::plan::{default_plan, drug_pool, read_plan};
+use trialforge_synth::realism::{describe, gate_for_corpus, GateConfig};
 use trialforge_synth::run::{GenerateConfig, Generator, RunSummary};
+use trialforge_trial::icd::{read_descriptions, IcdEntry};
 use trialforge_trial::{Split, Trial};
 
 use super::chat::LocalModelArgs;
@@ -41,6 +43,11 @@ pub struct GenerateArgs {
     /// With --backend openai: the environment variable that holds the API key (never logged).
     #[arg(long, default_value = "OPENAI_API_KEY")]
     pub api_key_env: String,
+    /// With --backend openai: how to ask for schema-constrained output: auto (try json-schema, then
+    /// json-object, guided-json and none, keeping the first the server takes), json-schema (OpenAI),
+    /// json-object (llama.cpp's server), guided-json (vLLM) or none (validate the text only).
+    #[arg(long, default_value = "auto")]
+    pub structured_output: String,
     /// With --backend openai: seconds per request before it is retried.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
@@ -88,6 +95,18 @@ pub struct GenerateArgs {
     /// Response cache folder [default: .cache/trialforge/responses]; `none` to turn it off.
     #[arg(long)]
     pub response_cache: Option<String>,
+    /// ICD-10 descriptions (`code,"description"` CSV) that conditions may resolve to
+    /// [default: the bundled data/top/aux/icd_10_direct_mapping.csv].
+    #[arg(long)]
+    pub icd: Option<PathBuf>,
+    /// Turn the realism gate off (offensive, condition, drug-name, enrollment and lexical rules):
+    /// only the schema, content, personal-data and copy rules judge the output.
+    #[arg(long)]
+    pub no_gate: bool,
+    /// Let the model choose conditions only among those of the drug's real trials and the
+    /// examples (a JSON Schema enum): no invented conditions, but no new ones either.
+    #[arg(long)]
+    pub conditions_from_examples: bool,
     #[command(flatten)]
     pub model: LocalModelArgs,
     #[command(flatten)]
@@ -111,6 +130,15 @@ pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
         "no drug has a SMILES string and {} real trials of each label outside the excluded splits; lower --min-per-label or give --plan",
         a.min_per_label
     );
+    let gate = if a.no_gate {
+        None
+    } else {
+        let icd = load_icd(a.icd.as_deref())?;
+        let g = gate_for_corpus(&trials, &a.exclude_split, &icd, GateConfig::default());
+        // On stderr also with --json: the thresholds a run judges by are always shown at its start.
+        eprintln!("{}", describe(&g.gate.thresholds, &g.calibration));
+        Some(g)
+    };
     let smiles = |name: &str| {
         pool.get(&trialforge_trial::drug_key(name))
             .and_then(|d| d.smiles.clone())
@@ -154,6 +182,10 @@ pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
                 api_key_env: Some(a.api_key_env.clone()),
                 timeout: std::time::Duration::from_secs(a.timeout),
                 max_retries: a.max_retries,
+                structured: match a.structured_output.as_str() {
+                    "auto" => None,
+                    d => Some(d.parse::<StructuredOutput>().map_err(anyhow::Error::msg)?),
+                },
                 ..Default::default()
             })?),
             (other, None) => {
@@ -176,6 +208,7 @@ pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
         max_attempts: a.max_attempts,
         backend: a.backend.clone(),
         seed: a.seed,
+        conditions_from_examples: a.conditions_from_examples,
         ..Default::default()
     };
     config.reasoning.temperature = a.temperature;
@@ -186,6 +219,7 @@ pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
         cache_dir: crate::paths::cache_dir(),
         corpus: &corpus,
         smiles: &smiles,
+        gate: gate.as_ref(),
         config,
     };
     let pb = crate::progress::bar(plan.len() as u64, "cells");
@@ -208,16 +242,62 @@ pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
     Ok(summary)
 }
 
+/// The ICD-10 descriptions: `path`, or the bundled file (a warning, not an error, when the bundled
+/// file is absent: conditions then resolve against the corpus alone).
+pub fn load_icd(path: Option<&Path>) -> anyhow::Result<Vec<IcdEntry>> {
+    match path {
+        Some(p) => Ok(read_descriptions(p)?),
+        None => {
+            let p = crate::paths::bundled_data().join("top/aux/icd_10_direct_mapping.csv");
+            if p.is_file() {
+                Ok(read_descriptions(&p)?)
+            } else {
+                tracing::warn!(
+                    "{} not found: conditions resolve against the corpus alone (pass --icd)",
+                    p.display()
+                );
+                Ok(Vec::new())
+            }
+        }
+    }
+}
+
 pub fn format_summary(s: &RunSummary) -> String {
+    let real_rate = |rule: &str| {
+        s.gate.as_ref().and_then(|g| {
+            g.calibration
+                .rules
+                .iter()
+                .find(|r| r.rule == rule)
+                .map(|r| r.rate)
+        })
+    };
     let rules: Vec<String> = s
         .rejects_by_rule
         .iter()
-        .map(|(r, n)| format!("{r} {n}"))
+        .map(|(r, n)| match real_rate(r) {
+            Some(rate) => format!("{r} {n} (real pass {:.1}%)", rate * 100.0),
+            None => format!("{r} {n}"),
+        })
         .collect();
+    let gate = s
+        .gate
+        .as_ref()
+        .map(|g| {
+            format!(
+                "realism gate {}: built and checked on {} held-out real trials in {:.2}s; {} checks, {:.2} ms each\n",
+                g.thresholds.digest,
+                g.calibration.trials,
+                g.build_seconds,
+                g.checks,
+                if g.checks > 0 { g.check_seconds * 1e3 / g.checks as f64 } else { 0.0 }
+            )
+        })
+        .unwrap_or_default();
     format!(
         "{} of {} cells done ({} before this run{}); this run: {} accepted of {} attempts ({:.0}%), rejects: {}\n\
          tokens: {} prompt + {} completion ({} cached responses), {:.1} completion tokens/s, {:.2} accepted trials/minute, {:.0}s\n\
-         {}trials: {}\nattempt log: {}",
+         {}{}trials: {}\nattempt log: {}",
         s.cells_done,
         s.cells,
         s.resumed_cells,
@@ -233,6 +313,7 @@ pub fn format_summary(s: &RunSummary) -> String {
         s.accepted_per_minute,
         s.seconds,
         s.cost_usd.map(|c| format!("cost: ${c:.4}\n")).unwrap_or_default(),
+        gate,
         s.out,
         s.log
     )
@@ -253,11 +334,12 @@ pub struct ExportTopCsvArgs {
 }
 
 pub fn export_top_csv(ctx: &Ctx, a: ExportTopCsvArgs) -> anyhow::Result<()> {
-    let trials = CorpusArgs {
-        corpus: a.input.clone(),
-        format: trialforge_trial::Format::Auto,
-    }
-    .load()?;
+    // An empty set (every attempt rejected) exports as a header-only file.
+    let trials = trialforge_trial::import::read_all(
+        &a.input,
+        trialforge_trial::Format::Auto,
+        Default::default(),
+    )?;
     let n = trialforge_synth::export::write_top_csv(&a.out, &trials)
         .with_context(|| format!("writing {}", a.out.display()))?;
     let v = serde_json::json!({"rows": n, "out": a.out.display().to_string()});
