@@ -46,16 +46,17 @@ pub fn detect(path: &Path) -> Result<Format, ImportError> {
             .map_err(|e| ImportError::io(path, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
-        if entries.iter().any(|p| ext(p, "csv")) {
-            return Ok(Format::Top);
-        }
+        // Legacy records first: a foreign set's folder may hold its labels CSV too.
         let legacy = entries.iter().any(|p| {
             ext(p, "xml")
                 || ((ext(p, "json") || ext(p, "md") || ext(p, "txt"))
                     && std::fs::read_to_string(p).is_ok_and(|t| crate::legacy::looks_legacy(&t)))
         });
-        return Ok(if legacy {
-            Format::Legacy
+        if legacy {
+            return Ok(Format::Legacy);
+        }
+        return Ok(if entries.iter().any(|p| ext(p, "csv")) {
+            Format::Top
         } else {
             Format::Ctgov
         });

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use trialforge_trial::top::{self, ImportOptions};
-use trialforge_trial::{ctgov, Counts, Phase, Split};
+use trialforge_trial::{ctgov, import, Counts, Format, Label, Phase, Source, Split};
 
 fn data(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -150,4 +150,142 @@ fn ctgov_list_response_jsonl_and_bad_paths() {
         err.contains("s.jsonl:1") && err.contains("invalid JSON"),
         "{err}"
     );
+}
+
+/// The bundled legacy XML record as the JSON form (xmltodict's shape) that foreign sets use.
+fn legacy_json() -> serde_json::Value {
+    serde_json::json!({"clinical_study": {
+        "id_info": {"nct_id": "NCT09999999"},
+        "brief_title": "A made-up trial of sertraline",
+        "overall_status": "Terminated",
+        "why_stopped": "Lack of efficacy",
+        "phase": "Phase 2/Phase 3",
+        "enrollment": {"@type": "Anticipated", "#text": "120"},
+        "condition": "Depression",
+        "intervention": [
+            {"intervention_type": "Drug", "intervention_name": "Sertraline"},
+            {"intervention_type": "Behavioral", "intervention_name": "Counselling"}
+        ],
+        "eligibility": {"criteria": {"textblock": "Inclusion Criteria:\n- adults with major depression\nExclusion Criteria:\n- psychotic features"}}
+    }})
+}
+
+#[test]
+fn legacy_xml_record_fields() {
+    let r = trialforge_trial::legacy::read_file(&data("top/aux/NCT00000378.xml")).unwrap();
+    let t = r.trial;
+    assert!(r.repairs.is_empty());
+    assert_eq!(t.id, "NCT00000378");
+    assert_eq!(
+        t.protocol.title,
+        "Antidepressant Treatment of Melancholia in Late :Ife"
+    );
+    assert_eq!(t.protocol.phases, vec![Phase::Phase4]);
+    assert_eq!(t.protocol.conditions, vec!["Depression", "Melancholia"]);
+    let drugs: Vec<&str> = t.protocol.drugs.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(drugs, ["Sertraline", "Nortriptyline"]);
+    assert_eq!(t.protocol.enrollment, Some(110));
+    assert!(!t.protocol.criteria.inclusion.is_empty() && !t.protocol.criteria.exclusion.is_empty());
+    assert!(
+        t.protocol
+            .criteria
+            .exclusion
+            .iter()
+            .any(|i| i.contains("Psychotic or atypical subtype")),
+        "{:?}",
+        t.protocol.criteria.exclusion
+    );
+    // Status is post-hoc: kept apart from the protocol.
+    assert_eq!(t.post_hoc.status.as_deref(), Some("Completed"));
+    // Detected by extension through the one import entry point.
+    let all = import::read_all(
+        &data("top/aux/NCT00000378.xml"),
+        Format::Auto,
+        ImportOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(all.len(), 1);
+}
+
+#[test]
+fn legacy_json_records_are_repaired_counted_and_kept_apart_from_real_ids() {
+    use trialforge_trial::legacy::read_foreign_set;
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("set");
+    std::fs::create_dir(&set).unwrap();
+    let good = legacy_json().to_string();
+    std::fs::write(set.join("a.json"), &good).unwrap();
+    // As LLM output often comes: prose, a fence, a trailing comma, and the end cut off.
+    let pretty = serde_json::to_string_pretty(&legacy_json()).unwrap();
+    std::fs::write(
+        set.join("b.md"),
+        format!(
+            "Here is the trial:\n```json\n{}\n```\nLet me know!",
+            pretty.replacen("\"NCT09999999\"", "\"NCT09999999\",", 1)
+        ),
+    )
+    .unwrap();
+    let cut = &good[..good.len() - 3];
+    std::fs::write(set.join("c.json"), cut).unwrap();
+    std::fs::copy(data("top/aux/NCT00000378.xml"), set.join("d.xml")).unwrap();
+    std::fs::write(
+        set.join("e.json"),
+        "{\"clinical_study\": {\"phase\": nonsense}}",
+    )
+    .unwrap();
+    std::fs::write(
+        set.join("labels.csv"),
+        "file,label\na.json,1\nb.md,0\nd.xml,1\nz.json,0\n",
+    )
+    .unwrap();
+
+    // A record that no repair saves stops the import, naming its file; --skip-bad goes on.
+    let err = read_foreign_set(&set, Some(&set.join("labels.csv")), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("e.json") && err.contains("invalid JSON"),
+        "{err}"
+    );
+    let s = read_foreign_set(&set, Some(&set.join("labels.csv")), true).unwrap();
+    assert_eq!(s.trials.len(), 4);
+    assert_eq!(s.skipped.len(), 1);
+    assert_eq!(s.repaired_records, 2);
+    assert_eq!(s.repaired.get("fence"), Some(&1));
+    assert_eq!(s.repaired.get("trailing-comma"), Some(&1));
+    assert_eq!(s.repaired.get("unclosed"), Some(&1));
+    assert_eq!(s.unlabelled, vec!["c.json"]);
+    assert_eq!(s.labels_without_record, vec!["z.json"]);
+    let a = &s.trials[0];
+    // Made-up NCT ids are never a record's id: no collision with a real trial, no false leak.
+    assert_eq!(a.id, "EXT-a.json");
+    match &a.source {
+        Source::Synthetic { claimed_id, .. } => {
+            assert_eq!(claimed_id.as_deref(), Some("NCT09999999"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.label, Some(Label::Success));
+    assert_eq!(a.protocol.phases, vec![Phase::Phase2, Phase::Phase3]);
+    assert_eq!(a.protocol.enrollment, Some(120));
+    assert_eq!(
+        a.protocol.drugs.len(),
+        1,
+        "behavioural interventions are not drugs"
+    );
+    assert_eq!(a.post_hoc.status.as_deref(), Some("Terminated"));
+    assert_eq!(a.post_hoc.why_stopped.as_deref(), Some("Lack of efficacy"));
+    let b = &s.trials[1];
+    assert_eq!((b.id.as_str(), b.label), ("EXT-b.md", Some(Label::Failure)));
+    assert_eq!(b.protocol.conditions, vec!["Depression"]);
+    assert_eq!(s.trials[3].id, "EXT-d.xml");
+
+    // Labels files are checked line by line.
+    std::fs::write(set.join("bad.csv"), "file,label\na.json,2\n").unwrap();
+    let err = read_foreign_set(&set, Some(&set.join("bad.csv")), true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bad.csv:2") && err.contains("0 or 1"), "{err}");
+    // The folder is recognised as legacy records by the import entry point.
+    assert_eq!(import::detect(&set).unwrap(), Format::Legacy);
 }
