@@ -695,6 +695,9 @@ pub fn describe(t: &GateThresholds, c: &Calibration) -> String {
             .iter()
             .find(|r| r.rule == rule)
             .map_or("-".into(), |r| {
+                if r.trials == 0 {
+                    return "not judged: no held-out real trial carries the field".to_string();
+                }
                 format!(
                     "{:.1}% of {} held-out real trials pass{}",
                     r.rate * 100.0,
@@ -725,9 +728,9 @@ pub fn describe(t: &GateThresholds, c: &Calibration) -> String {
         .collect();
     format!(
         "realism gate {} from {} real trials ({} known words, {} conditions, {} drug names); held-out: {} ({} trials)\n\
-         - offensive: profane/offensive/mean words (rustrict, moderate+) not used by real trials; {}\n\
+         - offensive: whole words rustrict rates profane or offensive (moderate+) that real trials do not use; {}\n\
          - condition: matches a real condition or ICD-10 description, or at most {:.0}% unknown words; {}\n\
-         - drug-name: a real drug name or made of known words, no letter runs; {}\n\
+         - drug-name: no letter runs, and no condition in the drug slot unless a real drug name; {}\n\
          - enrollment: {}; {}\n\
          - lexical: known-word share >= {:.3} (the {:.1}% quantile of real trials, out of fold; a word is known in {}+ real trials, ICD-10 or drug names); {}",
         t.digest,

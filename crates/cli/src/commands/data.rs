@@ -17,7 +17,8 @@ pub struct ImportArgs {
     /// Files or folders to read (TOP .csv, ClinicalTrials.gov .json/.jsonl, trialforge corpus .jsonl).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// Input format: auto, top, ctgov or corpus.
+    /// Input format: auto, top, ctgov, corpus or legacy (ClinicalTrials.gov `<clinical_study>` XML or
+    /// `{"clinical_study": ...}` JSON, repaired where it does not parse).
     #[arg(long, default_value = "auto")]
     pub format: Format,
     /// Write all imported trials to this JSONL corpus.
@@ -34,6 +35,9 @@ struct FileCounts {
     #[serde(flatten)]
     counts: Counts,
     skipped: usize,
+    /// Legacy JSON records that needed repairs, and the repairs by kind.
+    repaired_records: usize,
+    repairs: std::collections::BTreeMap<String, usize>,
 }
 
 #[derive(Serialize)]
@@ -58,6 +62,8 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> anyhow::Result<()> {
                 file: f.file.display().to_string(),
                 counts: Counts::of(&f.trials),
                 skipped: f.skipped.len(),
+                repaired_records: f.repaired_records,
+                repairs: f.repaired.clone(),
             });
             all.extend(f.trials);
         }
@@ -89,6 +95,15 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> anyhow::Result<()> {
                     String::new()
                 }
             );
+            if f.repaired_records > 0 {
+                let kinds: Vec<String> =
+                    f.repairs.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                s += &format!(
+                    "  {} records were not valid JSON and were repaired: {}\n",
+                    f.repaired_records,
+                    kinds.join(", ")
+                );
+            }
         }
         let t = &summary.total;
         s += &format!(

@@ -35,6 +35,9 @@ pub struct DemoArgs {
     /// Synthetic trials to generate (cells of the plan).
     #[arg(long, default_value_t = 4)]
     pub synthetic: usize,
+    /// Attempts per cell before it is given up.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: u32,
     /// The search query shown.
     #[arg(
         long,
@@ -155,7 +158,9 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
         temperature: 0.7,
         k: 3,
         reasons: 5,
-        max_attempts: 2,
+        // The realism gate rejects most of what a 135M model writes: a third try per cell lets the
+        // demo show the gate at work and still keep a few trials.
+        max_attempts: a.max_attempts,
         exclude_split: vec![Split::Test],
         min_per_label: 2,
         plan: None,
@@ -188,6 +193,37 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
             .into(),
     );
     let report_dir = a.out.join("report");
+    if generation.accepted + generation.resumed_cells == 0
+        && !gen_args.out.metadata().is_ok_and(|m| m.len() > 0)
+    {
+        say(format!(
+            "no synthetic trial passed the gate ({} attempts, rejects: {:?}); the report needs at least one. \
+             The bundled 135M model is a smoke test: point --llm at a bigger GGUF, or run `generate --backend openai`.",
+            generation.attempts, generation.rejects_by_rule
+        ));
+        let summary = DemoSummary {
+            corpus: corpus_path.display().to_string(),
+            counts,
+            embed,
+            query: a.query,
+            hits,
+            generation,
+            benchmark,
+            analysis: serde_json::Value::Null,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        std::fs::write(
+            a.out.join("summary.json"),
+            serde_json::to_string_pretty(&summary)?,
+        )?;
+        return ctx.emit(&summary, || {
+            format!(
+                "\ndemo done in {:.1}s; outputs in {}",
+                summary.seconds,
+                a.out.display()
+            )
+        });
+    }
     let analyze_args = AnalyzeArgs {
         real: corpus_path.clone(),
         synthetic: gen_args.out.clone(),

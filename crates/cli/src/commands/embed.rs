@@ -53,7 +53,7 @@ pub struct CorpusArgs {
     /// Trials to read: a trialforge JSONL corpus, TOP CSV file(s) or ClinicalTrials.gov records.
     #[arg(long)]
     pub corpus: PathBuf,
-    /// Format of --corpus: auto, top, ctgov or corpus.
+    /// Format of --corpus: auto, top, ctgov, corpus or legacy.
     #[arg(long, default_value = "auto")]
     pub format: Format,
 }
