@@ -81,6 +81,31 @@ fn write_synthetic(path: &Path, trials: &[Trial], examples: &[&str]) {
     std::fs::write(log, format!("{rejected}\n")).unwrap();
 }
 
+/// Headless Chromium with the flags this machine needs (no network, no sandbox as root), a fresh
+/// profile under `tmp`, a window of `size`.
+fn chromium(tmp: &Path, size: &str, extra: &[String]) -> std::process::Output {
+    Command::new("/usr/bin/chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--window-size={size}"))
+        .arg(format!(
+            "--user-data-dir={}",
+            tmp.join("chromium").display()
+        ))
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 fn trialforge(cache: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_trialforge"));
     c.current_dir(root()).env("TRIALFORGE_CACHE", cache);
@@ -189,30 +214,16 @@ fn analyze_writes_a_report_that_renders_and_augment_refuses_leaks() {
     }
 
     // Rendered by a real browser, when there is one.
-    let chromium = Path::new("/usr/bin/chromium");
-    if chromium.is_file() {
+    if Path::new("/usr/bin/chromium").is_file() {
         let shot = tmp.path().join("shot.png");
-        let s = Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--hide-scrollbars",
-                "--window-size=1200,3000",
-            ])
-            .arg(format!(
-                "--user-data-dir={}",
-                tmp.path().join("chromium").display()
-            ))
-            .arg(format!("--screenshot={}", shot.display()))
-            .arg(format!("file://{}", out.join("report.html").display()))
-            .output()
-            .unwrap();
+        let s = chromium(
+            tmp.path(),
+            "1200,3000",
+            &[
+                format!("--screenshot={}", shot.display()),
+                format!("file://{}", out.join("report.html").display()),
+            ],
+        );
         assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
         let img = image::open(&shot).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), (1200, 3000));
@@ -232,28 +243,7 @@ fn analyze_writes_a_report_that_renders_and_augment_refuses_leaks() {
         // The gallery as the browser lays it out: its cards are in the rendered DOM, and the whole
         // page, shot in one tall window, shows their text blocks (the grey of `pre`, used by the
         // gallery's cards alone).
-        let chromium_run = |extra: &[String]| {
-            Command::new(chromium)
-                .args([
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--hide-scrollbars",
-                    "--window-size=1200,14000",
-                ])
-                .arg(format!(
-                    "--user-data-dir={}",
-                    tmp.path().join("chromium").display()
-                ))
-                .args(extra)
-                .output()
-                .unwrap()
-        };
+        let chromium_run = |extra: &[String]| chromium(tmp.path(), "1200,14000", extra);
         let page = format!("file://{}", out.join("report.html").display());
         let dom = chromium_run(&["--dump-dom".into(), page.clone()]);
         assert!(dom.status.success());

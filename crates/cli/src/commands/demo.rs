@@ -193,56 +193,38 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
             .into(),
     );
     let report_dir = a.out.join("report");
-    if generation.accepted + generation.resumed_cells == 0
-        && !gen_args.out.metadata().is_ok_and(|m| m.len() > 0)
-    {
+    // Nothing passed the gate: the report needs at least one synthetic trial.
+    let nothing_accepted = generation.accepted + generation.resumed_cells == 0
+        && !gen_args.out.metadata().is_ok_and(|m| m.len() > 0);
+    let analysis = if nothing_accepted {
         say(format!(
             "no synthetic trial passed the gate ({} attempts, rejects: {:?}); the report needs at least one. \
              The bundled 135M model is a smoke test: point --llm at a bigger GGUF, or run `generate --backend openai`.",
             generation.attempts, generation.rejects_by_rule
         ));
-        let summary = DemoSummary {
-            corpus: corpus_path.display().to_string(),
-            counts,
-            embed,
-            query: a.query,
-            hits,
-            generation,
-            benchmark,
-            analysis: serde_json::Value::Null,
-            seconds: started.elapsed().as_secs_f64(),
+        serde_json::Value::Null
+    } else {
+        let analyze_args = AnalyzeArgs {
+            real: corpus_path.clone(),
+            synthetic: gen_args.out.clone(),
+            out: report_dir.clone(),
+            within_pairs: 10_000,
+            across_pairs: 1_000,
+            near_copy_cosine: 0.97,
+            perplexity: 30.0,
+            tsne_max_real: 2000,
+            seed: 0,
+            augment: true,
+            gallery: 3,
+            icd: None,
+            set: Default::default(),
+            settings: AugmentSettings::default(),
+            encoder: a.encoder.clone(),
         };
-        std::fs::write(
-            a.out.join("summary.json"),
-            serde_json::to_string_pretty(&summary)?,
-        )?;
-        return ctx.emit(&summary, || {
-            format!(
-                "\ndemo done in {:.1}s; outputs in {}",
-                summary.seconds,
-                a.out.display()
-            )
-        });
-    }
-    let analyze_args = AnalyzeArgs {
-        real: corpus_path.clone(),
-        synthetic: gen_args.out.clone(),
-        out: report_dir.clone(),
-        within_pairs: 10_000,
-        across_pairs: 1_000,
-        near_copy_cosine: 0.97,
-        perplexity: 30.0,
-        tsne_max_real: 2000,
-        seed: 0,
-        augment: true,
-        gallery: 3,
-        icd: None,
-        set: Default::default(),
-        settings: AugmentSettings::default(),
-        encoder: a.encoder.clone(),
+        let (analysis, analysis_text) = run_analyze(ctx, &analyze_args)?;
+        say(analysis_text);
+        analysis
     };
-    let (analysis, analysis_text) = run_analyze(ctx, &analyze_args)?;
-    say(analysis_text);
 
     let summary = DemoSummary {
         corpus: corpus_path.display().to_string(),
@@ -259,10 +241,14 @@ pub fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
     std::fs::write(&summary_path, serde_json::to_string_pretty(&summary)?)?;
     ctx.emit(&summary, || {
         format!(
-            "\ndemo done in {:.1}s; outputs in {} (summary.json, corpus.jsonl, embeddings.safetensors, synthetic.jsonl)\nreport: {}",
+            "\ndemo done in {:.1}s; outputs in {} (summary.json, corpus.jsonl, embeddings.safetensors, synthetic.jsonl){}",
             summary.seconds,
             a.out.display(),
-            report_dir.join("report.html").display()
+            if nothing_accepted {
+                String::new()
+            } else {
+                format!("\nreport: {}", report_dir.join("report.html").display())
+            }
         )
     })
 }

@@ -269,14 +269,15 @@ pub fn format_summary(s: &RunSummary) -> String {
                 .rules
                 .iter()
                 .find(|r| r.rule == rule)
-                .map(|r| r.rate)
+                .map(|r| (r.rate, r.trials))
         })
     };
     let rules: Vec<String> = s
         .rejects_by_rule
         .iter()
         .map(|(r, n)| match real_rate(r) {
-            Some(rate) => format!("{r} {n} (real pass {:.1}%)", rate * 100.0),
+            Some((_, 0)) => format!("{r} {n} (not judged on real trials: none carries the field)"),
+            Some((rate, _)) => format!("{r} {n} (real pass {:.1}%)", rate * 100.0),
             None => format!("{r} {n}"),
         })
         .collect();
