@@ -5,7 +5,10 @@
 //! - `phase`: the requested phase is among the trial's phases.
 //! - `criteria`: inclusion and exclusion criteria are non-empty (after trimming).
 //! - `content`: no placeholder text (`PURPOSE_RESULTS`-style tokens), no one-word criteria, no
-//!   instructions from the prompt echoed back: what small models write when they have nothing to say.
+//!   instructions from the prompt echoed back: what small models write when they have nothing to say;
+//!   and no title that states the outcome ("Successful Clinical Trial of ..."): the prompt asks for a
+//!   trial that will succeed or fail, and a title that says so hands the label to any model trained
+//!   on the set (a registered protocol cannot know its outcome).
 //! - `personal`: no e-mail addresses, phone numbers, people's names with titles, or registry ids
 //!   (the reference outputs fabricate all four).
 //! - `near-copy`: the trial's embedding is closer than the threshold to some real trial, or it shares
@@ -166,6 +169,17 @@ pub fn check_content(g: &GeneratedTrial, cell: &Cell) -> Result<(), Reject> {
             format!("the prompt's instruction echoed back (`{e}`)"),
         ));
     }
+    static OUTCOME_TITLE: OnceLock<Regex> = OnceLock::new();
+    let outcome_title = OUTCOME_TITLE.get_or_init(|| {
+        Regex::new(r"(?i)\b(successful|unsuccessful|failed)\s+(clinical\s+)?(trial|study)\b")
+            .expect("static regex")
+    });
+    if let Some(m) = outcome_title.find(&g.title) {
+        return Err(Reject::new(
+            "content",
+            format!("the title states the outcome (`{}`)", m.as_str()),
+        ));
+    }
     let text = all_text(g);
     for (re, what) in personal_patterns() {
         if let Some(m) = re.find(&text) {
@@ -241,6 +255,13 @@ mod tests {
         let mut g = trial();
         g.rationale = "DO NOT copy the examples.".into();
         assert_eq!(rule(g), "content");
+        let mut g = trial();
+        g.title = "Successful Clinical Trial of Sunitinib Malate".into();
+        assert_eq!(rule(g), "content");
+        // Real titles say "failed" of patients, not of the trial.
+        let mut g = trial();
+        g.title = "Metformin in patients who failed prior therapy".into();
+        assert!(check_content(&g, &cell()).is_ok());
         for pii in [
             "contact trials@example.org",
             "call (617) 555-0100",
