@@ -171,8 +171,12 @@ pub fn check_content(g: &GeneratedTrial, cell: &Cell) -> Result<(), Reject> {
     }
     static OUTCOME_TITLE: OnceLock<Regex> = OnceLock::new();
     let outcome_title = OUTCOME_TITLE.get_or_init(|| {
-        Regex::new(r"(?i)\b(successful|unsuccessful|failed)\s+(clinical\s+)?(trial|study)\b")
-            .expect("static regex")
+        // "Successful Phase 1 Clinical Trial of", "A Failed Study of"; not "patients who failed
+        // prior therapy: a phase 2 study".
+        Regex::new(
+            r"(?i)\b(un)?successful\s+(\S+\s+){0,3}(trial|study)\b|(^|\ba\s+)failed\s+(\S+\s+){0,2}(trial|study)\b",
+        )
+        .expect("static regex")
     });
     if let Some(m) = outcome_title.find(&g.title) {
         return Err(Reject::new(
@@ -255,12 +259,18 @@ mod tests {
         let mut g = trial();
         g.rationale = "DO NOT copy the examples.".into();
         assert_eq!(rule(g), "content");
-        let mut g = trial();
-        g.title = "Successful Clinical Trial of Sunitinib Malate".into();
-        assert_eq!(rule(g), "content");
+        for title in [
+            "Successful Clinical Trial of Sunitinib Malate",
+            "Successful Phase 1 Clinical Trial of Sunitinib Malate for Lung Cancer",
+            "A failed study of metformin",
+        ] {
+            let mut g = trial();
+            g.title = title.into();
+            assert_eq!(rule(g), "content", "{title}");
+        }
         // Real titles say "failed" of patients, not of the trial.
         let mut g = trial();
-        g.title = "Metformin in patients who failed prior therapy".into();
+        g.title = "Metformin in patients who failed prior therapy: a phase 2 study".into();
         assert!(check_content(&g, &cell()).is_ok());
         for pii in [
             "contact trials@example.org",
