@@ -688,6 +688,42 @@ pub fn gate_for_corpus(
     build_and_calibrate(&reference, &heldout, icd, &[], cfg)
 }
 
+/// A synthetic set judged by the gate, beside held-out real trials.
+#[derive(Clone, Debug, Serialize)]
+pub struct SetRealism {
+    /// The gate, as built from the reference real trials.
+    pub gate: GateThresholds,
+    pub heldout_real: Calibration,
+    pub synthetic: Calibration,
+    /// Each trial's lexical share.
+    pub heldout_shares: Vec<f64>,
+    pub synthetic_shares: Vec<f64>,
+}
+
+/// Builds the gate from `reference` and runs it on `heldout` real trials and on `synthetic` ones
+/// alike (the protocol only: outcome texts are not part of a trial record).
+pub fn judge_set(
+    reference: &[&Trial],
+    heldout: &[&Trial],
+    synthetic: &[&Trial],
+    icd: &[IcdEntry],
+    cfg: GateConfig,
+) -> SetRealism {
+    let g = build_and_calibrate(reference, heldout, icd, &[], cfg);
+    let shares = |ts: &[&Trial]| -> Vec<f64> {
+        ts.iter()
+            .map(|t| g.gate.lexical_share(&t.protocol, &[]))
+            .collect()
+    };
+    SetRealism {
+        gate: g.gate.thresholds.clone(),
+        synthetic: g.gate.pass_rates(synthetic, "the synthetic set"),
+        heldout_shares: shares(heldout),
+        synthetic_shares: shares(synthetic),
+        heldout_real: g.calibration,
+    }
+}
+
 /// One line per threshold and rule, as `generate` prints them when a run starts.
 pub fn describe(t: &GateThresholds, c: &Calibration) -> String {
     let rate = |rule: &str| {

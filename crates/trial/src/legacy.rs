@@ -483,6 +483,77 @@ pub struct ForeignSet {
     pub labels_without_record: Vec<String>,
 }
 
+impl ForeignSet {
+    /// What reading the set involved, in words: skipped files, repairs by kind, labels missing or
+    /// naming no record, and the registry ids the records claim that belong to trials of `real`.
+    pub fn notes(&self, labelled: bool, real: &[Trial]) -> Vec<String> {
+        let first = |names: &[String]| names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        let mut notes = Vec::new();
+        if !self.skipped.is_empty() {
+            notes.push(format!(
+                "{} records could not be read and were skipped",
+                self.skipped.len()
+            ));
+        }
+        if self.repaired_records > 0 {
+            let kinds: Vec<String> = self
+                .repaired
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            notes.push(format!(
+                "{} of {} records were not valid JSON and were repaired ({})",
+                self.repaired_records,
+                self.trials.len() + self.skipped.len(),
+                kinds.join(", ")
+            ));
+        }
+        if !labelled {
+            notes.push("no --labels given: the records are unlabelled".into());
+        }
+        if !self.unlabelled.is_empty() {
+            notes.push(format!(
+                "{} records have no entry in the labels file (left unlabelled): {}",
+                self.unlabelled.len(),
+                first(&self.unlabelled)
+            ));
+        }
+        if !self.labels_without_record.is_empty() {
+            notes.push(format!(
+                "{} entries of the labels file name no record: {}",
+                self.labels_without_record.len(),
+                first(&self.labels_without_record)
+            ));
+        }
+        let real_ids: std::collections::HashMap<&str, Split> =
+            real.iter().map(|t| (t.id.as_str(), t.split)).collect();
+        let claims: Vec<Split> = self
+            .trials
+            .iter()
+            .filter_map(|t| match &t.source {
+                Source::Synthetic {
+                    claimed_id: Some(c),
+                    ..
+                } => real_ids.get(c.as_str()).copied(),
+                _ => None,
+            })
+            .collect();
+        notes.push(format!(
+            "records are named EXT-<file name>; the registry ids they claim are kept as claimed_id only{}",
+            if claims.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({} claim the id of a real trial of this corpus, {} of them in the test split: made-up ids are no evidence of origin, so they are judged by content, as near copies)",
+                    claims.len(),
+                    claims.iter().filter(|s| **s == Split::Test).count()
+                )
+            }
+        ));
+        notes
+    }
+}
+
 /// Reads a folder (or one file) of legacy records as a synthetic set. Each record gets the id
 /// `EXT-<file name>`: the registry id it claims (often a made-up NCT id) is kept as `claimed_id`
 /// only, so it can neither collide with a real trial in a corpus nor be taken for one in the

@@ -20,7 +20,7 @@ use trialforge_trial::{Label, Split, Trial};
 use trialforge_predict::detection::{detect, DetectionOptions, DetectionReport, Side};
 use trialforge_report::html::{Card, CardValue};
 use trialforge_report::realism::{realism_stats, RealismStats};
-use trialforge_synth::realism::{build_and_calibrate, Calibration, GateConfig, GateThresholds};
+use trialforge_synth::realism::{judge_set, Calibration, GateConfig, GateThresholds};
 use trialforge_synth::run::{gate_path, log_path, Attempt, GateSummary, SyntheticRecord};
 use trialforge_trial::render::protocol_text;
 
@@ -494,15 +494,19 @@ fn realism(
             reference.push(t)
         }
     }
-    let g = build_and_calibrate(&reference, &heldout, &icd, &[], GateConfig::default());
     let synth_refs: Vec<&Trial> = synthetic.iter().collect();
-    let synthetic_pass = g.gate.pass_rates(&synth_refs, "the synthetic set");
-    let share = |ts: &[&Trial]| -> Vec<f32> {
-        ts.iter()
-            .map(|t| g.gate.lexical_share(&t.protocol, &[]) as f32)
-            .collect()
-    };
-    let (heldout_shares, synthetic_shares) = (share(&heldout), share(&synth_refs));
+    let judged = judge_set(
+        &reference,
+        &heldout,
+        &synth_refs,
+        &icd,
+        GateConfig::default(),
+    );
+    let as_f32 = |xs: &[f64]| -> Vec<f32> { xs.iter().map(|&x| x as f32).collect() };
+    let (heldout_shares, synthetic_shares) = (
+        as_f32(&judged.heldout_shares),
+        as_f32(&judged.synthetic_shares),
+    );
     let generation_gate = {
         let p = gate_path(&a.synthetic);
         if a.synthetic.is_file() && p.is_file() {
@@ -521,9 +525,9 @@ fn realism(
     let synthetic_protocols: Vec<&trialforge_trial::Protocol> =
         synthetic.iter().map(|t| &t.protocol).collect();
     Ok(Realism {
-        gate: g.gate.thresholds.clone(),
-        heldout_real: g.calibration,
-        synthetic: synthetic_pass,
+        gate: judged.gate,
+        heldout_real: judged.heldout_real,
+        synthetic: judged.synthetic,
         lexical_share_heldout_real: Summary::of(&heldout_shares),
         lexical_share_synthetic: Summary::of(&synthetic_shares),
         stats: realism_stats(&real_protocols, &synthetic_protocols, a.seed),

@@ -250,81 +250,10 @@ pub fn load_synthetic(
     }
     let set =
         trialforge_trial::legacy::read_foreign_set(path, how.labels.as_deref(), how.skip_bad)?;
-    let mut notes = Vec::new();
     for e in &set.skipped {
         eprintln!("skipped: {e}");
     }
-    if !set.skipped.is_empty() {
-        notes.push(format!(
-            "{} records could not be read and were skipped",
-            set.skipped.len()
-        ));
-    }
-    if set.repaired_records > 0 {
-        let kinds: Vec<String> = set
-            .repaired
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
-        notes.push(format!(
-            "{} of {} records were not valid JSON and were repaired ({})",
-            set.repaired_records,
-            set.trials.len() + set.skipped.len(),
-            kinds.join(", ")
-        ));
-    }
-    if how.labels.is_none() {
-        notes.push("no --labels given: the records are unlabelled".into());
-    }
-    if !set.unlabelled.is_empty() {
-        notes.push(format!(
-            "{} records have no entry in the labels file (left unlabelled): {}",
-            set.unlabelled.len(),
-            set.unlabelled
-                .iter()
-                .take(5)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    if !set.labels_without_record.is_empty() {
-        notes.push(format!(
-            "{} entries of the labels file name no record: {}",
-            set.labels_without_record.len(),
-            set.labels_without_record
-                .iter()
-                .take(5)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    let real_ids: std::collections::HashMap<&str, Split> =
-        real.iter().map(|t| (t.id.as_str(), t.split)).collect();
-    let claims: Vec<(&str, Split)> = set
-        .trials
-        .iter()
-        .filter_map(|t| match &t.source {
-            trialforge_trial::Source::Synthetic {
-                claimed_id: Some(c),
-                ..
-            } => real_ids.get(c.as_str()).map(|s| (c.as_str(), *s)),
-            _ => None,
-        })
-        .collect();
-    notes.push(format!(
-        "records are named EXT-<file name>; the registry ids they claim are kept as claimed_id only{}",
-        if claims.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " ({} claim the id of a real trial of this corpus, {} of them in the test split: made-up ids are no evidence of origin, so they are judged by content, as near copies)",
-                claims.len(),
-                claims.iter().filter(|(_, s)| *s == Split::Test).count()
-            )
-        }
-    ));
+    let notes = set.notes(how.labels.is_some(), real);
     anyhow::ensure!(!set.trials.is_empty(), "{}: no records", path.display());
     Ok((set.trials, notes))
 }
