@@ -166,8 +166,6 @@ pub struct RealismGate {
     drug_names: HashSet<String>,
     /// Words of real drug names.
     drug_words: HashSet<String>,
-    /// Words used by at least one reference trial.
-    seen_words: HashSet<String>,
     bounds: BTreeMap<Phase, EnrollmentBound>,
     cfg: GateConfig,
     pub thresholds: GateThresholds,
@@ -418,9 +416,7 @@ impl RealismGate {
             h.update(format!("+{w}\n"));
         }
         thresholds.digest = hex::encode(&h.finalize()[..6]);
-        let seen: HashSet<String> = doc_freq.keys().cloned().collect();
         RealismGate {
-            seen_words: seen,
             doc_freq,
             always_known,
             condition_words,
@@ -450,7 +446,10 @@ impl RealismGate {
 
     /// Share of the words of `p` (and `extra`) that are known; 1 for a text without words.
     pub fn lexical_share(&self, p: &Protocol, extra: &[&str]) -> f64 {
-        let ws = words(&lexical_text(p, extra));
+        self.share_of(&words(&lexical_text(p, extra)))
+    }
+
+    fn share_of(&self, ws: &[String]) -> f64 {
         if ws.is_empty() {
             return 1.0;
         }
@@ -512,12 +511,14 @@ impl RealismGate {
     /// generated trial's primary outcome and rationale).
     pub fn check(&self, p: &Protocol, extra: &[&str]) -> GateVerdict {
         let mut rejects = Vec::new();
-        let all = lexical_text(p, extra);
+        let all_words = words(&lexical_text(p, extra));
         let mut seen = HashSet::new();
-        if let Some(w) = words(&all)
-            .into_iter()
-            .filter(|w| seen.insert(w.clone()))
-            .find(|w| !self.seen_words.contains(w) && !self.known(w) && offensive_word(w))
+        if let Some(w) = all_words
+            .iter()
+            .filter(|w| seen.insert(w.as_str()))
+            .find(|w| {
+                !self.doc_freq.contains_key(w.as_str()) && !self.known(w) && offensive_word(w)
+            })
         {
             rejects.push(Reject::new(
                 "offensive",
@@ -556,7 +557,7 @@ impl RealismGate {
                 }
             }
         }
-        let lexical_share = self.lexical_share(p, extra);
+        let lexical_share = self.share_of(&all_words);
         if lexical_share < self.thresholds.lexical_min_share {
             rejects.push(Reject::new(
                 "lexical",

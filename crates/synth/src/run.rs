@@ -754,7 +754,7 @@ impl Generator<'_> {
                         digest: t.digest.clone(),
                         lexical_min_share: t.lexical_min_share,
                         condition_max_unknown_share: t.condition_max_unknown_share,
-                        enrollment: cell_phase_bound(g, cell.phase),
+                        enrollment: g.gate.enrollment_bound(cell.phase).cloned(),
                     }
                 }),
             },
@@ -899,8 +899,4 @@ struct AttemptOutcome {
     output: Option<String>,
     examples: Vec<String>,
     gate_seconds: Option<f64>,
-}
-
-fn cell_phase_bound(g: &CalibratedGate, phase: Phase) -> Option<EnrollmentBound> {
-    g.gate.enrollment_bound(phase).cloned()
 }

@@ -300,7 +300,7 @@ pub fn run_analyze(ctx: &Ctx, a: &AnalyzeArgs) -> anyhow::Result<(serde_json::Va
     )?;
     spinner.finish_and_clear();
     let realism = realism(a, &real, &is_holdout, &synthetic)?;
-    let gallery = gallery(a, &real, &synthetic)?;
+    let gallery = gallery(a, &real)?;
 
     let augment = if a.augment {
         Some(run_augment(
@@ -557,7 +557,7 @@ fn nct_links(ids: &[String]) -> CardValue {
 
 /// A few accepted trials beside their examples, reasons and scores, and a few rejected attempts
 /// with the rule that rejected them (from the attempt log beside a trialforge set).
-fn gallery(a: &AnalyzeArgs, real: &[Trial], synthetic: &[Trial]) -> anyhow::Result<Vec<Card>> {
+fn gallery(a: &AnalyzeArgs, real: &[Trial]) -> anyhow::Result<Vec<Card>> {
     let mut cards = Vec::new();
     let by_id: std::collections::HashMap<&str, &Trial> =
         real.iter().map(|t| (t.id.as_str(), t)).collect();
@@ -677,7 +677,6 @@ fn gallery(a: &AnalyzeArgs, real: &[Trial], synthetic: &[Trial]) -> anyhow::Resu
             });
         }
     }
-    let _ = synthetic;
     Ok(cards)
 }
 
