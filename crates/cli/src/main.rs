@@ -1,7 +1,9 @@
-//! `trialforge`: the command-line tool. Each subcommand is a thin layer over the library crates.
+//! `trialforge`: the command-line tool. It turns flags into a pipeline's options, calls the pipeline
+//! (`trialforge_core`) or the server (`trialforge_server`), and prints the result; no pipeline lives here.
 
+mod args;
 mod commands;
-mod paths;
+mod format;
 mod progress;
 
 use std::path::PathBuf;
@@ -51,7 +53,7 @@ enum Command {
     Analyze(commands::analyze::AnalyzeArgs),
     /// Train on real, synthetic and hybrid data and on a sweep of the synthetic share; test on real
     /// test trials (refuses synthetic sets made from test trials).
-    Augment(commands::augment::AugmentArgs),
+    Augment(commands::augment::AugmentCommandArgs),
     /// Put the results of a batch written by `generate --emit-batch` into the response cache.
     IngestBatch(commands::generate::IngestBatchArgs),
     /// Write trials in other tools' formats.
@@ -70,6 +72,12 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// Run the whole pipeline on the bundled data and local models, end to end.
     Demo(commands::demo::DemoArgs),
+    /// Serve the HTTP API (/v1/health, /v1/predict, /v1/search, /v1/openapi.json) and a web page
+    /// at / (paste a record or fill in a form; see the probability and the similar trials).
+    Serve(commands::serve::ServeArgs),
+    /// Load bench against a running server: concurrent clients, a share of malformed requests;
+    /// prints throughput, p50/p99 latency and counts of 2xx, 4xx, 5xx and failed connections.
+    Load(commands::serve::LoadArgs),
 }
 
 #[derive(Subcommand)]
@@ -119,11 +127,14 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let mut env = trialforge_core::Environment::default();
+    if let Some(dir) = cli.models_dir {
+        env.models_dir = dir;
+    }
     let ctx = commands::Ctx {
         json: cli.json,
-        models_dir: cli
-            .models_dir
-            .unwrap_or_else(trialforge_models::default_dir),
+        env,
+        progress: progress::Bars::default(),
     };
     let result = match cli.command {
         Command::Data(DataCommand::Import(a)) => commands::data::import(&ctx, a),
@@ -136,7 +147,7 @@ fn main() -> std::process::ExitCode {
         Command::Chat(a) => commands::chat::chat(&ctx, a),
         Command::Generate(a) => commands::generate::generate(&ctx, *a),
         Command::Analyze(a) => commands::analyze::analyze(&ctx, a),
-        Command::Augment(a) => commands::augment::augment_command(&ctx, a),
+        Command::Augment(a) => commands::augment::augment(&ctx, a),
         Command::IngestBatch(a) => commands::generate::ingest_batch(&ctx, a),
         Command::Export(ExportCommand::TopCsv(a)) => commands::generate::export_top_csv(&ctx, a),
         Command::Benchmark(BenchmarkCommand::Top(a)) => commands::predict::benchmark_top(&ctx, a),
@@ -145,6 +156,8 @@ fn main() -> std::process::ExitCode {
         Command::Predict(a) => commands::predict::predict(&ctx, a),
         Command::Bench(a) => commands::bench::bench(&ctx, a),
         Command::Demo(a) => commands::demo::demo(&ctx, a),
+        Command::Serve(a) => commands::serve::serve(&ctx, a),
+        Command::Load(a) => commands::serve::load(&ctx, a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -12,7 +12,8 @@ use trialforge_trial::top::{self, ImportOptions};
 use trialforge_trial::{Protocol, Trial};
 
 use crate::metrics::{bootstrap, bootstrap_indices, BootstrapScores, MeanStd, Scores};
-use crate::model::{Example, ModelSpec, OutcomeModel};
+use crate::model::{Example, OutcomeModel};
+use crate::registry::ModelSpec;
 use crate::{PredictError, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -14,9 +14,11 @@ pub mod finetune;
 pub mod metrics;
 pub mod model;
 pub mod nn;
+pub mod registry;
 pub mod tfidf;
 
-pub use model::{load_model, Example, ModelKind, ModelSpec, OutcomeModel};
+pub use model::{Example, ModelKind, OutcomeModel};
+pub use registry::{load_model, new_model, parse_model_list, BuildOptions, ModelSpec};
 
 use trialforge_trial::Protocol;
 

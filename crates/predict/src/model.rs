@@ -1,4 +1,5 @@
-//! The model interface (linfa-style fit / predict) and model files on disk.
+//! The model interface (linfa-style fit / predict) and the helpers every model uses for its files on
+//! disk. Nothing here knows a concrete model: [`crate::registry`] maps names to models.
 
 use std::path::Path;
 
@@ -81,91 +82,6 @@ impl std::str::FromStr for ModelKind {
     }
 }
 
-/// A model kind with its ablation flags, named as on the command line: `cladmop-no-grouping`,
-/// `cladmop-admet` (drug branch pre-trained on ADMET properties first).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ModelSpec {
-    pub kind: ModelKind,
-    pub ablations: crate::cladmop::Ablations,
-    pub admet: bool,
-}
-
-impl From<ModelKind> for ModelSpec {
-    fn from(kind: ModelKind) -> Self {
-        ModelSpec {
-            kind,
-            ablations: Default::default(),
-            admet: false,
-        }
-    }
-}
-
-impl ModelSpec {
-    pub fn name(&self) -> String {
-        let admet = if self.admet { "-admet" } else { "" };
-        format!("{}{}{admet}", self.kind.name(), self.ablations.suffix())
-    }
-}
-
-impl std::str::FromStr for ModelSpec {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let s = s.trim();
-        if let Ok(kind) = s.parse::<ModelKind>() {
-            return Ok(kind.into());
-        }
-        // The longest kind name the text starts with, then ablation suffixes.
-        let kind = ModelKind::ALL
-            .into_iter()
-            .filter(|k| s.starts_with(k.name()))
-            .max_by_key(|k| k.name().len())
-            .filter(|k| matches!(k, ModelKind::Cladmop | ModelKind::CladmopZeroShot));
-        let Some(kind) = kind else {
-            return s.parse::<ModelKind>().map(Into::into);
-        };
-        let mut ablations = crate::cladmop::Ablations::default();
-        let mut admet = false;
-        let mut rest = &s[kind.name().len()..];
-        while !rest.is_empty() {
-            let flag = [
-                ("-no-pretrain", &mut ablations.no_pretrain),
-                ("-no-grouping", &mut ablations.no_grouping),
-                ("-no-drug", &mut ablations.no_drug),
-                ("-admet", &mut admet),
-            ]
-            .into_iter()
-            .find(|(name, _)| rest.starts_with(name));
-            match flag {
-                Some((name, on)) => {
-                    *on = true;
-                    rest = &rest[name.len()..];
-                }
-                None => {
-                    return Err(format!(
-                        "unknown model `{s}`: after `{}`, expected -no-pretrain, -no-grouping, -no-drug or -admet",
-                        kind.name()
-                    ))
-                }
-            }
-        }
-        if kind == ModelKind::CladmopZeroShot && ablations.no_pretrain {
-            return Err(
-                "cladmop-zero-shot is the pre-trained score: it has no -no-pretrain".into(),
-            );
-        }
-        if admet && ablations.no_drug {
-            return Err(format!(
-                "`{s}`: -admet pre-trains the drug branch that -no-drug removes"
-            ));
-        }
-        Ok(ModelSpec {
-            kind,
-            ablations,
-            admet,
-        })
-    }
-}
-
 /// An outcome model: fit on labelled protocols, predict the probability of success.
 pub trait OutcomeModel {
     fn kind(&self) -> ModelKind;
@@ -237,30 +153,6 @@ pub(crate) fn check_encoder(
         )));
     }
     Ok(())
-}
-
-/// Loads a saved model; models that read embeddings need the same encoder they were trained with.
-pub fn load_model<'e>(
-    dir: &Path,
-    embedder: Option<&'e dyn ProtocolEmbedder>,
-) -> Result<Box<dyn OutcomeModel + 'e>> {
-    let header: Header = read_config(dir)?;
-    if header.kind == ModelKind::TfidfLr {
-        return Ok(Box::new(crate::tfidf::TfidfLr::load(dir)?));
-    }
-    let e = embedder.ok_or_else(|| {
-        PredictError::Invalid(
-            "this model reads embeddings: give it the encoder it was trained with".into(),
-        )
-    })?;
-    Ok(match header.kind {
-        ModelKind::TfidfLr => unreachable!("handled above"),
-        ModelKind::EmbedMlp => Box::new(crate::embedding::EmbedMlp::load(dir, e)?),
-        ModelKind::EncoderFt => Box::new(crate::finetune::EncoderFt::load(dir, e)?),
-        ModelKind::Cladmop | ModelKind::CladmopZeroShot => {
-            Box::new(crate::cladmop::Cladmop::load(dir, e)?)
-        }
-    })
 }
 
 /// Labels as 0/1 bytes.

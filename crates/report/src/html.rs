@@ -1,7 +1,6 @@
 //! One self-contained HTML page: text, tables and figures (inline SVG: no network, no files beside
 //! it needed to view it), plus every figure again as a PNG file.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::plots::Figure;
@@ -80,102 +79,116 @@ svg{max-width:100%;height:auto}article.card{border:1px solid #ccc;border-radius:
 article.card h3{font-size:1.05rem}dt{font-weight:bold;margin-top:.4rem}dd{margin-left:1rem}\
 pre{white-space:pre-wrap;font-size:.82rem;background:#f7f7f7;padding:.4rem;max-height:24rem;overflow:auto}";
 
+/// The page template: the layout, every table, card and figure (the HTML is the template's; the
+/// text is the page's, escaped).
+const TEMPLATE: &str = include_str!("../templates/report.html");
+
+/// What the template sees of a card row: one of text, pre or links.
+#[derive(serde::Serialize)]
+struct RowView<'a> {
+    label: &'a str,
+    text: Option<&'a str>,
+    pre: Option<&'a str>,
+    links: Option<Vec<LinkView<'a>>>,
+}
+
+#[derive(serde::Serialize)]
+struct LinkView<'a> {
+    text: &'a str,
+    url: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct FigureView<'a> {
+    name: &'a str,
+    title: &'a str,
+    svg: String,
+}
+
+/// A template environment that escapes text as [`escape`] does (minijinja's own HTML escaping
+/// also writes `/` as an entity, which made every path and "phase 1/phase 2" unreadable in the
+/// source).
+pub fn environment() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    env.set_formatter(|out, state, value| {
+        if !value.is_safe() {
+            if let Some(s) = value.as_str() {
+                return out.write_str(&escape(s)).map_err(minijinja::Error::from);
+            }
+        }
+        minijinja::escape_formatter(out, state, value)
+    });
+    env
+}
+
 impl Page {
     /// The whole page as one string.
     pub fn render(&self) -> Result<String> {
-        let mut h = String::new();
-        let w = |h: &mut String, s: &str| h.push_str(s);
-        w(
-            &mut h,
-            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
-        );
-        let _ = writeln!(h, "<title>{}</title>", escape(&self.title));
-        let _ = writeln!(h, "<style>{STYLE}</style>\n</head>\n<body>");
-        let _ = writeln!(h, "<h1>{}</h1>", escape(&self.title));
-        for p in &self.intro {
-            let _ = writeln!(h, "<p>{}</p>", escape(p));
-        }
-        w(&mut h, "<nav>");
+        let mut sections = Vec::new();
         for s in &self.sections {
-            let _ = write!(
-                h,
-                "<a href=\"#{}\">{}</a>",
-                escape(&s.id),
-                escape(&s.heading)
-            );
-        }
-        w(&mut h, "</nav>\n");
-        for s in &self.sections {
-            let _ = writeln!(
-                h,
-                "<section id=\"{}\">\n<h2>{}</h2>",
-                escape(&s.id),
-                escape(&s.heading)
-            );
-            for p in &s.paragraphs {
-                let _ = writeln!(h, "<p>{}</p>", escape(p));
-            }
-            for t in &s.tables {
-                let _ = writeln!(h, "<table>\n<caption>{}</caption>", escape(&t.caption));
-                w(&mut h, "<tr>");
-                for c in &t.header {
-                    let _ = write!(h, "<th>{}</th>", escape(c));
-                }
-                w(&mut h, "</tr>\n");
-                for r in &t.rows {
-                    w(&mut h, "<tr>");
-                    for c in r {
-                        let _ = write!(h, "<td>{}</td>", escape(c));
-                    }
-                    w(&mut h, "</tr>\n");
-                }
-                w(&mut h, "</table>\n");
-            }
-            for c in &s.cards {
-                let _ = writeln!(
-                    h,
-                    "<article class=\"card\">\n<h3>{}</h3>\n<dl>",
-                    escape(&c.heading)
-                );
-                for (label, value) in &c.rows {
-                    let _ = write!(h, "<dt>{}</dt><dd>", escape(label));
-                    match value {
-                        CardValue::Text(t) => h.push_str(&escape(t)),
-                        CardValue::Pre(t) => {
-                            let _ = write!(h, "<pre>{}</pre>", escape(t));
-                        }
-                        CardValue::Links(links) => {
-                            let parts: Vec<String> = links
-                                .iter()
-                                .map(|(text, url)| {
-                                    if url.starts_with("https://") {
-                                        format!("<a href=\"{}\">{}</a>", escape(url), escape(text))
-                                    } else {
-                                        escape(text)
-                                    }
-                                })
-                                .collect();
-                            h.push_str(&parts.join(", "));
-                        }
-                    }
-                    h.push_str("</dd>\n");
-                }
-                w(&mut h, "</dl>\n</article>\n");
-            }
+            let mut figures = Vec::new();
             for f in &s.figures {
-                let _ = writeln!(h, "<figure id=\"fig-{}\">", escape(&f.name));
-                h.push_str(&f.svg()?);
-                let _ = writeln!(
-                    h,
-                    "\n<figcaption>{} (also figures/{}.png)</figcaption>\n</figure>",
-                    escape(&f.title),
-                    escape(&f.name)
-                );
+                figures.push(FigureView {
+                    name: &f.name,
+                    title: &f.title,
+                    svg: f.svg()?,
+                });
             }
-            w(&mut h, "</section>\n");
+            let cards: Vec<serde_json::Value> = s
+                .cards
+                .iter()
+                .map(|c| {
+                    let rows: Vec<RowView> = c
+                        .rows
+                        .iter()
+                        .map(|(label, value)| {
+                            let mut row = RowView {
+                                label,
+                                text: None,
+                                pre: None,
+                                links: None,
+                            };
+                            match value {
+                                CardValue::Text(t) => row.text = Some(t),
+                                CardValue::Pre(t) => row.pre = Some(t),
+                                CardValue::Links(links) => {
+                                    row.links = Some(
+                                        links
+                                            .iter()
+                                            .map(|(text, url)| LinkView { text, url })
+                                            .collect(),
+                                    )
+                                }
+                            }
+                            row
+                        })
+                        .collect();
+                    serde_json::json!({"heading": c.heading, "rows": rows})
+                })
+                .collect();
+            sections.push(serde_json::json!({
+                "id": s.id,
+                "heading": s.heading,
+                "paragraphs": s.paragraphs,
+                "tables": s.tables.iter().map(|t| serde_json::json!({
+                    "caption": t.caption, "header": t.header, "rows": t.rows,
+                })).collect::<Vec<_>>(),
+                "cards": cards,
+                "figures": figures,
+            }));
         }
-        w(&mut h, "</body>\n</html>\n");
-        Ok(h)
+        let env = environment();
+        let template = env
+            .template_from_named_str("report.html", TEMPLATE)
+            .map_err(|e| ReportError::Template(e.to_string()))?;
+        template
+            .render(minijinja::context! {
+                title => &self.title,
+                intro => &self.intro,
+                style => STYLE,
+                sections => sections,
+            })
+            .map_err(|e| ReportError::Template(e.to_string()))
     }
 
     /// Writes `DIR/report.html` and `DIR/figures/NAME.png` for each figure.

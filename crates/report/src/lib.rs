@@ -3,6 +3,7 @@
 //! to the closest real record (DCR) against a held-out real baseline, coverage tables, t-SNE maps,
 //! and the figures and self-contained HTML page that show them.
 
+pub mod analysis;
 pub mod coverage;
 pub mod html;
 pub mod plots;
@@ -21,6 +22,8 @@ pub enum ReportError {
     },
     #[error("drawing a figure: {0}")]
     Plot(String),
+    #[error("rendering the page template: {0}")]
+    Template(String),
 }
 
 pub type Result<T> = std::result::Result<T, ReportError>;

@@ -183,7 +183,8 @@ fn pointer(path: &str) -> String {
     format!("/{}", path.replace('.', "/"))
 }
 
-fn kind(v: &Value) -> &'static str {
+/// What a JSON value is, in words (for error messages).
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

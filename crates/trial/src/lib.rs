@@ -8,6 +8,7 @@ pub mod ctgov;
 pub mod error;
 pub mod icd;
 pub mod import;
+pub mod input;
 pub mod legacy;
 pub mod pylit;
 pub mod record;

@@ -79,6 +79,19 @@ pub struct Drug {
 }
 
 impl Drug {
+    /// Drugs from names and SMILES strings paired by position, as TOP lists them (a missing or
+    /// empty SMILES is none).
+    pub fn by_position(names: Vec<String>, smiles: &[String]) -> Vec<Drug> {
+        names
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| Drug {
+                name,
+                smiles: smiles.get(i).filter(|s| !s.is_empty()).cloned(),
+            })
+            .collect()
+    }
+
     /// The name as drug pools, plans and coverage tables key it (see [`drug_key`]).
     pub fn key(&self) -> String {
         drug_key(&self.name)

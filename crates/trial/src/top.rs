@@ -182,17 +182,8 @@ fn parse_row(
                 format!("expected a list of stringified lists: {m}"),
             )
         })?;
-    let drug_names = list(7)?;
-    let smiles = list(8)?;
     // TOP aligns SMILES with drugs by position; some rows have fewer SMILES than drugs.
-    let drugs = drug_names
-        .into_iter()
-        .enumerate()
-        .map(|(i, name)| Drug {
-            name,
-            smiles: smiles.get(i).filter(|s| !s.is_empty()).cloned(),
-        })
-        .collect();
+    let drugs = Drug::by_position(list(7)?, &list(8)?);
     let non_empty = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
 
     Ok(Trial {

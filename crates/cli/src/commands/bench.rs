@@ -1,14 +1,10 @@
 //! `bench`: speed figures on this machine, printed (and as JSON with --json), never asserted.
 
-use std::time::Instant;
-
 use clap::Args;
-use serde::Serialize;
-use trialforge_llm::{ChatMessage, ChatModel, SamplingParams};
+use trialforge_core::bench::{bench as run_bench, BenchRequest};
 
-use super::chat::LocalModelArgs;
-use super::embed::EncoderArgs;
 use super::Ctx;
+use crate::args::{EncoderArgs, LocalModelArgs};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -27,83 +23,15 @@ pub struct BenchArgs {
     pub encoder: EncoderArgs,
 }
 
-#[derive(Serialize)]
-struct DecodeRow {
-    prompt_tokens: usize,
-    completion_tokens: usize,
-    prefill_tokens_per_second: f64,
-    decode_tokens_per_second: f64,
-}
-
-#[derive(Serialize)]
-struct EncodeRow {
-    texts: usize,
-    tokens_per_text: usize,
-    texts_per_second: f64,
-}
-
-#[derive(Serialize)]
-struct BenchReport {
-    llm: String,
-    load_seconds: f64,
-    decode: Vec<DecodeRow>,
-    encoder: String,
-    encode: Vec<EncodeRow>,
-}
-
 pub fn bench(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
-    let t = Instant::now();
-    let mut llm = a.model.load(ctx)?;
-    let load_seconds = t.elapsed().as_secs_f64();
-    let mut decode = Vec::new();
-    for &words in &a.prompt_words {
-        let filler =
-            "The patients were followed for safety and tolerability. ".repeat(words / 8 + 1);
-        let msgs = [ChatMessage::user(format!(
-            "{filler}\nWrite a long essay about clinical trial design."
-        ))];
-        // Greedy without a repetition penalty and without stopping early: a fixed amount of work.
-        let params = SamplingParams {
-            max_tokens: a.tokens,
-            repeat_penalty: 1.0,
-            ..Default::default()
-        };
-        let c = llm.chat(&msgs, &params)?;
-        decode.push(DecodeRow {
-            prompt_tokens: c.prompt_tokens,
-            completion_tokens: c.completion_tokens,
-            prefill_tokens_per_second: c.prompt_tokens as f64 / c.prefill_seconds.max(1e-9),
-            decode_tokens_per_second: c.decode_tokens_per_second(),
-        });
-    }
-    let encoder = a.encoder.load(ctx)?;
-    let mut encode = Vec::new();
-    for words in [12usize, 200] {
-        let texts: Vec<String> = (0..a.texts)
-            .map(|i| {
-                format!(
-                    "Trial {i}: {}",
-                    "adults with relapsed myeloma after prior therapy ".repeat(words / 7 + 1)
-                )
-            })
-            .collect();
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let tokens = encoder.token_counts(&refs[..1])?[0];
-        let t = Instant::now();
-        encoder.encode(&refs)?;
-        encode.push(EncodeRow {
-            texts: refs.len(),
-            tokens_per_text: tokens,
-            texts_per_second: refs.len() as f64 / t.elapsed().as_secs_f64(),
-        });
-    }
-    let report = BenchReport {
-        llm: llm.model_id().to_string(),
-        load_seconds,
-        decode,
-        encoder: encoder.model_id().to_string(),
-        encode,
+    let req = BenchRequest {
+        tokens: a.tokens,
+        prompt_words: a.prompt_words,
+        texts: a.texts,
+        llm: a.model.choice(),
+        encoder: a.encoder.encoder,
     };
+    let report = run_bench(&ctx.env, &req, &ctx.progress)?;
     ctx.emit(&report, || {
         let mut s = format!(
             "LLM {} (loaded in {:.1}s)\n",

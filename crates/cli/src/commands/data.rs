@@ -1,14 +1,10 @@
 //! `data import` and `data fetch ctgov`.
 
-use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
-use serde::Serialize;
-use trialforge_trial::ctgov::{self, FetchOptions};
-use trialforge_trial::top::ImportOptions;
-use trialforge_trial::{corpus, import, Counts, Format};
+use trialforge_core::data::{FetchCtgovRequest, ImportRequest};
+use trialforge_trial::Format;
 
 use super::Ctx;
 
@@ -29,53 +25,14 @@ pub struct ImportArgs {
     pub skip_bad: bool,
 }
 
-#[derive(Serialize)]
-struct FileCounts {
-    file: String,
-    #[serde(flatten)]
-    counts: Counts,
-    skipped: usize,
-    /// Legacy JSON records that needed repairs, and the repairs by kind.
-    repaired_records: usize,
-    repairs: std::collections::BTreeMap<String, usize>,
-}
-
-#[derive(Serialize)]
-struct ImportSummary {
-    files: Vec<FileCounts>,
-    total: Counts,
-    out: Option<String>,
-}
-
 pub fn import(ctx: &Ctx, a: ImportArgs) -> anyhow::Result<()> {
-    let opts = ImportOptions {
+    let req = ImportRequest {
+        paths: a.paths,
+        format: a.format,
+        out: a.out,
         skip_bad: a.skip_bad,
     };
-    let mut files = Vec::new();
-    let mut all = Vec::new();
-    for p in &a.paths {
-        for f in import::read(p, a.format, opts)? {
-            for e in &f.skipped {
-                eprintln!("skipped: {e}");
-            }
-            files.push(FileCounts {
-                file: f.file.display().to_string(),
-                counts: Counts::of(&f.trials),
-                skipped: f.skipped.len(),
-                repaired_records: f.repaired_records,
-                repairs: f.repaired.clone(),
-            });
-            all.extend(f.trials);
-        }
-    }
-    if let Some(out) = &a.out {
-        corpus::write_jsonl(out, &all).with_context(|| format!("writing {}", out.display()))?;
-    }
-    let summary = ImportSummary {
-        files,
-        total: Counts::of(&all),
-        out: a.out.as_ref().map(|p| p.display().to_string()),
-    };
+    let summary = trialforge_core::data::import(&req, &ctx.progress)?;
     ctx.emit(&summary, || {
         let mut s = format!(
             "{:<48} {:>6} {:>8} {:>8} {:>10}\n",
@@ -139,43 +96,16 @@ pub struct FetchCtgovArgs {
     pub timeout: u64,
 }
 
-#[derive(Serialize)]
-struct FetchSummary {
-    studies: usize,
-    out: String,
-}
-
 pub fn fetch_ctgov(ctx: &Ctx, a: FetchCtgovArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        (1..=1000).contains(&a.page_size),
-        "--page-size must be between 1 and 1000"
-    );
-    // Written to a partial file, renamed when complete: a killed fetch never looks finished.
-    let partial = a.out.with_extension("jsonl.partial");
-    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut w = std::io::BufWriter::new(
-        std::fs::File::create(&partial)
-            .with_context(|| format!("creating {}", partial.display()))?,
-    );
-    let pb = crate::progress::bar(a.max as u64, "studies");
-    let opts = FetchOptions {
-        base_url: a.base_url,
+    let req = FetchCtgovRequest {
         query: a.query,
         max: a.max,
         page_size: a.page_size,
+        base_url: a.base_url,
+        out: a.out,
         timeout: std::time::Duration::from_secs(a.timeout),
     };
-    let n = ctgov::fetch_studies(&opts, &mut w, |done| pb.set_position(done as u64))?;
-    pb.finish_and_clear();
-    w.flush()?;
-    drop(w);
-    std::fs::rename(&partial, &a.out)?;
-    let summary = FetchSummary {
-        studies: n,
-        out: a.out.display().to_string(),
-    };
+    let summary = trialforge_core::data::fetch_ctgov(&req, &ctx.progress)?;
     ctx.emit(&summary, || {
         format!("fetched {} studies into {}", summary.studies, summary.out)
     })

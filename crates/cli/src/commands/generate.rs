@@ -1,22 +1,13 @@
-//! `generate`, `export top-csv`.
+//! `generate`, `ingest-batch`, `export top-csv`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
-use trialforge_llm::batch::{ingest, BatchRecorder};
-use trialforge_llm::{CachedChat, ChatModel, OpenAiChat, OpenAiOptions, StructuredOutput};
-use trialforge_retrieve::VectorIndex;
-use trialforge_synth::examples::RealCorpus;
-use trialforge_synth::plan::{default_plan, drug_pool, read_plan};
-use trialforge_synth::realism::{describe, gate_for_corpus, GateConfig};
-use trialforge_synth::run::{GenerateConfig, Generator, RunSummary};
-use trialforge_trial::icd::{read_descriptions, IcdEntry};
-use trialforge_trial::{Split, Trial};
+use trialforge_core::generate::{Backend, GenerateRequest, OpenAiBackend};
+use trialforge_trial::Split;
 
-use super::chat::LocalModelArgs;
-use super::embed::{embed_trials, CorpusArgs, EncoderArgs};
 use super::Ctx;
+use crate::args::{CorpusArgs, EncoderArgs, LocalModelArgs};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -113,216 +104,56 @@ pub struct GenerateArgs {
     pub encoder: EncoderArgs,
 }
 
-pub fn run_generate(ctx: &Ctx, a: &GenerateArgs) -> anyhow::Result<RunSummary> {
-    let trials: Vec<Trial> = a.corpus.load()?;
-    let encoder = a.encoder.load(ctx)?;
-    let (vectors, _) = embed_trials(encoder.as_ref(), &trials)?;
-    let index = VectorIndex::from_vectors(encoder.dim(), &vectors)?;
-    let corpus = RealCorpus::new(&trials, index, &a.exclude_split);
-
-    let pool = drug_pool(&trials, &a.exclude_split);
-    let plan = match &a.plan {
-        Some(p) => read_plan(p).map_err(anyhow::Error::msg)?,
-        None => default_plan(&pool, a.n, a.min_per_label, a.seed),
-    };
-    anyhow::ensure!(
-        !plan.is_empty(),
-        "no drug has a SMILES string and {} real trials of each label outside the excluded splits; lower --min-per-label or give --plan",
-        a.min_per_label
-    );
-    let gate = if a.no_gate {
-        None
-    } else {
-        let icd = load_icd(a.icd.as_deref())?;
-        let g = gate_for_corpus(&trials, &a.exclude_split, &icd, GateConfig::default());
-        // On stderr also with --json: the thresholds a run judges by are always shown at its start.
-        eprintln!("{}", describe(&g.gate.thresholds, &g.calibration));
-        Some(g)
-    };
-    let smiles = |name: &str| {
-        pool.get(&trialforge_trial::drug_key(name))
-            .and_then(|d| d.smiles.clone())
-    };
-
-    anyhow::ensure!(
-        a.emit_batch.is_none() || a.response_cache.as_deref() != Some("none"),
-        "--emit-batch needs the response cache (the batch's answers are read from it)"
-    );
-    anyhow::ensure!(a.concurrency >= 1, "--concurrency must be at least 1");
-    let workers = match (a.backend.as_str(), &a.emit_batch) {
-        ("openai", None) => a.concurrency,
-        _ => {
-            if a.concurrency > 1 {
-                tracing::warn!(
-                    "--concurrency {} ignored: the local model already uses every core, and a batch file is written by one writer",
-                    a.concurrency
+impl GenerateArgs {
+    pub fn request(&self) -> anyhow::Result<GenerateRequest> {
+        let backend = match self.backend.as_str() {
+            "local" => {
+                anyhow::ensure!(
+                    self.emit_batch.is_none(),
+                    "--emit-batch goes with --backend openai"
                 );
+                Backend::Local(self.model.choice())
             }
-            1
-        }
-    };
-    let mut models: Vec<Box<dyn ChatModel + Send>> = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let backend: Box<dyn ChatModel + Send> = match (a.backend.as_str(), &a.emit_batch) {
-            ("openai", Some(file)) => Box::new(BatchRecorder::open(
-                file,
-                a.model_name
-                    .as_deref()
-                    .context("--emit-batch needs --model-name")?,
-                &a.base_url,
-            )?),
-            (_, Some(_)) => anyhow::bail!("--emit-batch goes with --backend openai"),
-            ("local", None) => Box::new(a.model.load(ctx)?),
-            ("openai", None) => Box::new(OpenAiChat::new(OpenAiOptions {
-                base_url: a.base_url.clone(),
-                model: a
-                    .model_name
-                    .clone()
-                    .context("--backend openai needs --model-name")?,
-                api_key_env: Some(a.api_key_env.clone()),
-                timeout: std::time::Duration::from_secs(a.timeout),
-                max_retries: a.max_retries,
-                structured: match a.structured_output.as_str() {
-                    "auto" => None,
-                    d => Some(d.parse::<StructuredOutput>().map_err(anyhow::Error::msg)?),
-                },
-                ..Default::default()
-            })?),
-            (other, None) => {
-                anyhow::bail!("unknown backend `{other}` (expected local or openai)")
-            }
+            "openai" => Backend::OpenAi(OpenAiBackend {
+                base_url: self.base_url.clone(),
+                model_name: self.model_name.clone(),
+                api_key_env: self.api_key_env.clone(),
+                structured_output: self.structured_output.clone(),
+                timeout: std::time::Duration::from_secs(self.timeout),
+                max_retries: self.max_retries,
+                concurrency: self.concurrency,
+                emit_batch: self.emit_batch.clone(),
+            }),
+            other => anyhow::bail!("unknown backend `{other}` (expected local or openai)"),
         };
-        models.push(match a.response_cache.as_deref() {
-            Some("none") => backend,
-            dir => {
-                let dir = dir
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| crate::paths::cache_dir().join("responses"));
-                Box::new(CachedChat::new(backend, &dir, &a.backend))
-            }
-        });
-    }
-    let mut config = GenerateConfig {
-        k: a.k,
-        n_reasons: a.reasons,
-        max_attempts: a.max_attempts,
-        backend: a.backend.clone(),
-        seed: a.seed,
-        conditions_from_examples: a.conditions_from_examples,
-        ..Default::default()
-    };
-    config.reasoning.temperature = a.temperature;
-    config.generation.temperature = a.temperature;
-    let mut generator = Generator {
-        models,
-        encoder: encoder.as_ref(),
-        cache_dir: crate::paths::cache_dir(),
-        corpus: &corpus,
-        smiles: &smiles,
-        gate: gate.as_ref(),
-        config,
-    };
-    let pb = crate::progress::bar(plan.len() as u64, "cells");
-    let summary = generator.run(&plan, &a.out, |p| {
-        pb.set_position(p.cells_done as u64);
-        pb.set_message(format!(
-            "{} ok {} rej {:.0} tok/s",
-            p.accepted, p.rejected, p.tokens_per_second
-        ));
-    })?;
-    pb.finish_and_clear();
-    let mut summary = summary;
-    if a.price_prompt.is_some() || a.price_completion.is_some() {
-        summary.cost_usd = Some(
-            (summary.prompt_tokens as f64 * a.price_prompt.unwrap_or(0.0)
-                + summary.completion_tokens as f64 * a.price_completion.unwrap_or(0.0))
-                / 1e6,
-        );
-    }
-    Ok(summary)
-}
-
-/// The ICD-10 descriptions: `path`, or the bundled file (a warning, not an error, when the bundled
-/// file is absent: conditions then resolve against the corpus alone).
-pub fn load_icd(path: Option<&Path>) -> anyhow::Result<Vec<IcdEntry>> {
-    match path {
-        Some(p) => Ok(read_descriptions(p)?),
-        None => {
-            let p = crate::paths::bundled_data().join("top/aux/icd_10_direct_mapping.csv");
-            if p.is_file() {
-                Ok(read_descriptions(&p)?)
-            } else {
-                tracing::warn!(
-                    "{} not found: conditions resolve against the corpus alone (pass --icd)",
-                    p.display()
-                );
-                Ok(Vec::new())
-            }
-        }
-    }
-}
-
-pub fn format_summary(s: &RunSummary) -> String {
-    let real_rate = |rule: &str| {
-        s.gate.as_ref().and_then(|g| {
-            g.calibration
-                .rules
-                .iter()
-                .find(|r| r.rule == rule)
-                .map(|r| (r.rate, r.trials))
+        Ok(GenerateRequest {
+            corpus: self.corpus.corpus.clone(),
+            format: self.corpus.format,
+            n: self.n,
+            out: self.out.clone(),
+            backend,
+            price_prompt: self.price_prompt,
+            price_completion: self.price_completion,
+            seed: self.seed,
+            temperature: self.temperature,
+            k: self.k,
+            reasons: self.reasons,
+            max_attempts: self.max_attempts,
+            exclude_split: self.exclude_split.clone(),
+            min_per_label: self.min_per_label,
+            plan: self.plan.clone(),
+            response_cache: self.response_cache.clone(),
+            icd: self.icd.clone(),
+            no_gate: self.no_gate,
+            conditions_from_examples: self.conditions_from_examples,
+            encoder: self.encoder.encoder.clone(),
         })
-    };
-    let rules: Vec<String> = s
-        .rejects_by_rule
-        .iter()
-        .map(|(r, n)| match real_rate(r) {
-            Some((_, 0)) => format!("{r} {n} (not judged on real trials: none carries the field)"),
-            Some((rate, _)) => format!("{r} {n} (real pass {:.1}%)", rate * 100.0),
-            None => format!("{r} {n}"),
-        })
-        .collect();
-    let gate = s
-        .gate
-        .as_ref()
-        .map(|g| {
-            format!(
-                "realism gate {}: built and checked on {} held-out real trials in {:.2}s; {} checks, {:.2} ms each\n",
-                g.thresholds.digest,
-                g.calibration.trials,
-                g.build_seconds,
-                g.checks,
-                if g.checks > 0 { g.check_seconds * 1e3 / g.checks as f64 } else { 0.0 }
-            )
-        })
-        .unwrap_or_default();
-    format!(
-        "{} of {} cells done ({} before this run{}); this run: {} accepted of {} attempts ({:.0}%), rejects: {}\n\
-         tokens: {} prompt + {} completion ({} cached responses), {:.1} completion tokens/s, {:.2} accepted trials/minute, {:.0}s\n\
-         {}{}trials: {}\nattempt log: {}",
-        s.cells_done,
-        s.cells,
-        s.resumed_cells,
-        if s.deferred > 0 { format!(", {} waiting for batch answers", s.deferred) } else { String::new() },
-        s.accepted,
-        s.attempts,
-        s.acceptance_rate * 100.0,
-        if rules.is_empty() { "none".into() } else { rules.join(", ") },
-        s.prompt_tokens,
-        s.completion_tokens,
-        s.cached_responses,
-        s.completion_tokens_per_second,
-        s.accepted_per_minute,
-        s.seconds,
-        s.cost_usd.map(|c| format!("cost: ${c:.4}\n")).unwrap_or_default(),
-        gate,
-        s.out,
-        s.log
-    )
+    }
 }
 
 pub fn generate(ctx: &Ctx, a: GenerateArgs) -> anyhow::Result<()> {
-    let s = run_generate(ctx, &a)?;
-    ctx.emit(&s, || format_summary(&s))
+    let s = trialforge_core::generate::generate(&ctx.env, &a.request()?, &ctx.progress)?;
+    ctx.emit(&s, || crate::format::generation(&s))
 }
 
 #[derive(Args)]
@@ -335,19 +166,11 @@ pub struct ExportTopCsvArgs {
 }
 
 pub fn export_top_csv(ctx: &Ctx, a: ExportTopCsvArgs) -> anyhow::Result<()> {
-    // An empty set (every attempt rejected) exports as a header-only file.
-    let trials = trialforge_trial::import::read_all(
-        &a.input,
-        trialforge_trial::Format::Auto,
-        Default::default(),
-    )?;
-    let n = trialforge_synth::export::write_top_csv(&a.out, &trials)
-        .with_context(|| format!("writing {}", a.out.display()))?;
-    let v = serde_json::json!({"rows": n, "out": a.out.display().to_string()});
-    ctx.emit(&v, || {
+    let s = trialforge_core::data::export_top_csv(&a.input, &a.out)?;
+    ctx.emit(&s, || {
         format!(
-            "wrote {n} labelled trials to {} (TOP CSV schema)",
-            a.out.display()
+            "wrote {} labelled trials to {} (TOP CSV schema)",
+            s.rows, s.out
         )
     })
 }
@@ -362,10 +185,7 @@ pub struct IngestBatchArgs {
 }
 
 pub fn ingest_batch(ctx: &Ctx, a: IngestBatchArgs) -> anyhow::Result<()> {
-    let dir = a
-        .response_cache
-        .unwrap_or_else(|| crate::paths::cache_dir().join("responses"));
-    let s = ingest(&a.results, &dir)?;
+    let (s, dir) = trialforge_core::generate::ingest_batch(&ctx.env, &a.results, a.response_cache)?;
     for (id, why) in &s.failed {
         eprintln!("no answer for {id}: {why}");
     }

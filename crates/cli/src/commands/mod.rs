@@ -1,4 +1,5 @@
-//! Subcommand implementations.
+//! Subcommands: each turns its flags into a pipeline's options, calls the pipeline in
+//! `trialforge_core` (or the server in `trialforge_server`), and prints the result.
 
 pub mod analyze;
 pub mod augment;
@@ -10,15 +11,18 @@ pub mod embed;
 pub mod generate;
 pub mod models;
 pub mod predict;
-
-use std::path::PathBuf;
+pub mod serve;
 
 use serde::Serialize;
+use trialforge_core::Environment;
+
+use crate::progress::Bars;
 
 /// What every command gets from the global flags.
 pub struct Ctx {
     pub json: bool,
-    pub models_dir: PathBuf,
+    pub env: Environment,
+    pub progress: Bars,
 }
 
 impl Ctx {
@@ -28,6 +32,8 @@ impl Ctx {
         value: &T,
         human: impl FnOnce() -> String,
     ) -> anyhow::Result<()> {
+        use trialforge_core::Progress;
+        self.progress.finish();
         if self.json {
             println!("{}", serde_json::to_string_pretty(value)?);
         } else {

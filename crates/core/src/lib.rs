@@ -1,0 +1,23 @@
+//! trialforge's pipelines as library functions: import, embed, search, generate, benchmark,
+//! train / evaluate / predict, analyze / augment, bench and the demo. Each takes a typed options
+//! value and returns a typed, serialisable result; long work reports through [`Progress`].
+//!
+//! The front-ends (the `trialforge` CLI, the HTTP server, the Python package) only translate their
+//! inputs into these options and print or send the results; none of them holds a pipeline.
+
+pub mod analyze;
+pub mod augment;
+pub mod bench;
+pub mod data;
+pub mod demo;
+pub mod embed;
+pub mod env;
+pub mod generate;
+pub mod predict;
+pub mod progress;
+
+pub use env::Environment;
+pub use progress::{Progress, Silent};
+
+/// Errors of the pipelines: the library crates' own errors with what was being done.
+pub type Result<T> = anyhow::Result<T>;
