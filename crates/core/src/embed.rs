@@ -98,6 +98,22 @@ pub fn embed(
     Ok(stats)
 }
 
+/// Embeddings of free texts with the encoder at `encoder` (default MiniLM), through the cache.
+pub fn embed_texts(
+    env: &Environment,
+    encoder: Option<&Path>,
+    texts: &[&str],
+    progress: &dyn Progress,
+) -> anyhow::Result<(Vec<Vec<f32>>, usize)> {
+    let encoder = env.load_encoder(encoder)?;
+    let mut cached = CachedEncoder::new(encoder.as_ref(), &env.cache_dir)?;
+    let vectors = cached.embed(texts, |done, total| {
+        progress.count("embedding", done as u64, total as u64)
+    })?;
+    progress.finish();
+    Ok((vectors, encoder.dim()))
+}
+
 /// One search result.
 #[derive(Serialize, Clone, Debug)]
 pub struct SearchHit {

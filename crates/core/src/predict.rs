@@ -473,10 +473,22 @@ pub fn predict(
     progress: &dyn Progress,
 ) -> anyhow::Result<Vec<Prediction>> {
     let trials = crate::data::load_trials(&req.input, Format::Auto)?;
-    let slot = EncoderSlot::load(env, req.encoder.as_deref(), needs_encoder(&req.model)?)?;
+    predict_with(env, &req.model, req.encoder.as_deref(), &trials, progress)
+}
+
+/// The saved model in `model_dir` on trials in memory (`encoder`: the one it was trained with,
+/// for models that read embeddings; default MiniLM).
+pub fn predict_with(
+    env: &Environment,
+    model_dir: &Path,
+    encoder: Option<&Path>,
+    trials: &[Trial],
+    progress: &dyn Progress,
+) -> anyhow::Result<Vec<Prediction>> {
+    let slot = EncoderSlot::load(env, encoder, needs_encoder(model_dir)?)?;
     let emb = slot.embedder(env, progress);
-    let loaded = load(&req.model, emb.as_ref())?;
-    let scores = predict_trials(loaded.model.as_ref(), &trials)?;
+    let loaded = load(model_dir, emb.as_ref())?;
+    let scores = predict_trials(loaded.model.as_ref(), trials)?;
     Ok(trials
         .iter()
         .zip(scores)

@@ -5,22 +5,10 @@
 use std::path::Path;
 
 use trialforge_trial::pylit::to_str_list;
-use trialforge_trial::top::HEADER;
-use trialforge_trial::{Phase, Trial};
+use trialforge_trial::top::{phase_text, HEADER};
+use trialforge_trial::Trial;
 
 use crate::{Result, SynthError};
-
-fn top_phase(phases: &[Phase]) -> String {
-    phases
-        .iter()
-        .map(|p| match p {
-            Phase::EarlyPhase1 => "early phase 1".to_string(),
-            Phase::NotApplicable => "n/a".to_string(),
-            other => other.to_string().to_lowercase(),
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
 
 pub fn write_top_csv(path: &Path, trials: &[Trial]) -> Result<usize> {
     let err = |e: csv::Error| SynthError::Io {
@@ -45,7 +33,7 @@ pub fn write_top_csv(path: &Path, trials: &[Trial]) -> Result<usize> {
             "",
             "",
             &u8::from(label).to_string(),
-            &top_phase(&p.phases),
+            &phase_text(&p.phases),
             &to_str_list(&p.conditions),
             &to_str_list(&icd),
             &to_str_list(&drugs),

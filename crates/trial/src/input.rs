@@ -164,8 +164,23 @@ fn id_of(obj: &Map<String, Value>, field: &str) -> Result<String, InputError> {
         .unwrap_or_else(|| "input".to_string()))
 }
 
-fn top_row(obj: &Map<String, Value>) -> Result<Trial, InputError> {
-    let icd_codes = string_list(obj, "icdcodes", None)?
+/// `icdcodes`: one list per condition, as an array of arrays, or as TOP's stringified lists.
+fn icd_codes(obj: &Map<String, Value>) -> Result<Vec<Vec<String>>, InputError> {
+    if let Some(Value::Array(items)) = obj.get("icdcodes") {
+        if items.iter().any(Value::is_array) {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let mut one = Map::new();
+                one.insert("codes".into(), item.clone());
+                out.push(
+                    string_list(&one, "codes", None)
+                        .map_err(|e| err(format!("icdcodes[{i}]"), e.expected))?,
+                );
+            }
+            return Ok(out);
+        }
+    }
+    string_list(obj, "icdcodes", None)?
         .iter()
         .map(|inner| {
             if inner.trim_start().starts_with('[') {
@@ -180,7 +195,11 @@ fn top_row(obj: &Map<String, Value>) -> Result<Trial, InputError> {
                 "icdcodes",
                 format!("expected a list of stringified lists: {m}"),
             )
-        })?;
+        })
+}
+
+fn top_row(obj: &Map<String, Value>) -> Result<Trial, InputError> {
+    let icd_codes = icd_codes(obj)?;
     let drugs = Drug::by_position(
         string_list(obj, "drugs", None)?,
         &string_list(obj, "smiless", None)?,

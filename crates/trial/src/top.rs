@@ -15,6 +15,41 @@ pub const HEADER: [&str; 10] = [
     "criteria",
 ];
 
+/// Phases as TOP writes them: `phase 1/phase 2`, `early phase 1`, `n/a`.
+pub fn phase_text(phases: &[Phase]) -> String {
+    phases
+        .iter()
+        .map(|p| match p {
+            Phase::EarlyPhase1 => "early phase 1".to_string(),
+            Phase::NotApplicable => "n/a".to_string(),
+            other => other.to_string().to_lowercase(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A trial as a TOP row in JSON, list cells as arrays (`icdcodes` an array of arrays), `smiless`
+/// aligned with `drugs` (empty where a drug has none), plus `title` and `split`. The post-hoc
+/// facts are named as such (`post_hoc_status`, `post_hoc_why_stop`): whoever reads the row back
+/// as input ([`crate::input`]) never takes them.
+pub fn row_value(t: &Trial) -> serde_json::Value {
+    let p = &t.protocol;
+    serde_json::json!({
+        "nctid": t.id,
+        "label": t.label.map(u8::from),
+        "phase": phase_text(&p.phases),
+        "diseases": p.conditions,
+        "icdcodes": p.icd_codes,
+        "drugs": p.drugs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        "smiless": p.drugs.iter().map(|d| d.smiles.as_deref().unwrap_or("")).collect::<Vec<_>>(),
+        "criteria": p.criteria.raw,
+        "title": p.title,
+        "split": t.split.as_str(),
+        "post_hoc_status": t.post_hoc.status,
+        "post_hoc_why_stop": t.post_hoc.why_stopped,
+    })
+}
+
 /// How to treat a bad row.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ImportOptions {
