@@ -162,21 +162,8 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
+            eprintln!("error: {}", trialforge_core::error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes, each once: the library errors already name their I/O cause in their
-/// own message (so `{:?}`-less callers see it), and anyhow's `{:#}` would print it twice.
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut message = e.to_string();
-    for cause in e.chain().skip(1) {
-        let cause = cause.to_string();
-        if !message.contains(&cause) {
-            message = format!("{message}: {cause}");
-        }
-    }
-    message
 }

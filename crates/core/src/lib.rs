@@ -21,3 +21,16 @@ pub use progress::{Progress, Silent};
 
 /// Errors of the pipelines: the library crates' own errors with what was being done.
 pub type Result<T> = anyhow::Result<T>;
+
+/// An error and its causes, each once, as the front-ends show it: the library errors already name
+/// their I/O cause in their own message, and anyhow's `{:#}` would print it twice.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut message = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message = format!("{message}: {cause}");
+        }
+    }
+    message
+}

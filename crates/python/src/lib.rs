@@ -27,20 +27,8 @@ create_exception!(
     "An error of a trialforge pipeline: the message names the file, line and field where the input was at fault."
 );
 
-/// The error and its causes, each once (as the CLI prints them).
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut message = e.to_string();
-    for cause in e.chain().skip(1) {
-        let cause = cause.to_string();
-        if !message.contains(&cause) {
-            message = format!("{message}: {cause}");
-        }
-    }
-    message
-}
-
 fn py_err(e: anyhow::Error) -> PyErr {
-    TrialforgeError::new_err(error_chain(&e))
+    TrialforgeError::new_err(trialforge_core::error_chain(&e))
 }
 
 /// Runs `work` on its own thread with the GIL released, checking for Ctrl-C every 100 ms: an
@@ -138,42 +126,34 @@ fn options(json: &str, known: &[&str]) -> anyhow::Result<Map<String, Value>> {
     Ok(map)
 }
 
-fn opt_str(o: &Map<String, Value>, k: &str) -> anyhow::Result<Option<String>> {
+/// Option `k`, if given (and not None), as `T`; `expected` says what it should be, in words.
+fn opt<T: serde::de::DeserializeOwned>(
+    o: &Map<String, Value>,
+    k: &str,
+    expected: &str,
+) -> anyhow::Result<Option<T>> {
     match o.get(k) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => anyhow::bail!("option `{k}`: expected a string, found {v}"),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .with_context(|| format!("option `{k}`: expected {expected}, found {v}")),
     }
+}
+
+fn opt_str(o: &Map<String, Value>, k: &str) -> anyhow::Result<Option<String>> {
+    opt(o, k, "a string")
 }
 
 fn opt_u64(o: &Map<String, Value>, k: &str) -> anyhow::Result<Option<u64>> {
-    match o.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .with_context(|| format!("option `{k}`: expected a whole number, found {v}")),
-    }
+    opt(o, k, "a whole number")
 }
 
 fn opt_f64(o: &Map<String, Value>, k: &str) -> anyhow::Result<Option<f64>> {
-    match o.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .map(Some)
-            .with_context(|| format!("option `{k}`: expected a number, found {v}")),
-    }
+    opt(o, k, "a number")
 }
 
 fn opt_bool(o: &Map<String, Value>, k: &str) -> anyhow::Result<Option<bool>> {
-    match o.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_bool()
-            .map(Some)
-            .with_context(|| format!("option `{k}`: expected True or False, found {v}")),
-    }
+    opt(o, k, "True or False")
 }
 
 /// Every trial of a file or folder as TOP rows (JSON list).
