@@ -24,9 +24,10 @@ use trialforge_synth::run::{gate_path, log_path, Attempt, SyntheticRecord};
 use trialforge_trial::render::protocol_text;
 use trialforge_trial::{Format, Label, Split, Trial};
 
-use crate::augment::{run_augment, write_json, AugmentSettings};
+use crate::augment::{run_augment, AugmentSettings};
 use crate::data::{load_synthetic, load_trials, SyntheticSetOptions};
 use crate::embed::{cached_embedder, embed_trials};
+use crate::write_json;
 use crate::{Environment, Progress, Silent};
 
 /// `analyze`: what to judge against what, and how.

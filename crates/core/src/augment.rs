@@ -1,9 +1,8 @@
 //! The seed's utility experiments (real / synthetic / hybrid training, the synthetic-share sweep,
 //! the paired bootstrap, the generalization view), leakage-checked against the test split.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context;
 use trialforge_encode::TextEncoder;
 use trialforge_predict::augment::{
     self, AugmentData, AugmentOptions, AugmentReport, SyntheticOrigin,
@@ -150,19 +149,6 @@ pub fn augment(
         encoder.as_deref(),
         progress,
     )?;
-    let path = write_json(&req.out, "augment.json", &report)?;
+    let path = crate::write_json(&req.out, "augment.json", &report)?;
     Ok((report, path))
-}
-
-/// Writes `value` as pretty JSON to `dir/name` (creating `dir`).
-pub(crate) fn write_json<T: serde::Serialize>(
-    dir: &Path,
-    name: &str,
-    value: &T,
-) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(name);
-    std::fs::write(&path, serde_json::to_string_pretty(value)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
 }

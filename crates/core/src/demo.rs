@@ -225,6 +225,6 @@ pub fn demo(
         out: req.out.display().to_string(),
         seconds: started.elapsed().as_secs_f64(),
     };
-    crate::augment::write_json(&req.out, "summary.json", &summary)?;
+    crate::write_json(&req.out, "summary.json", &summary)?;
     Ok(summary)
 }

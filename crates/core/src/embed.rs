@@ -226,9 +226,3 @@ pub fn search_trials(
 ) -> anyhow::Result<Vec<SearchHit>> {
     TrialIndex::build(env, encoder, trials, progress)?.search_text(encoder, query, k)
 }
-
-/// Does `path` name a GGUF file (an LLM used as encoder)?
-pub fn is_gguf(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-}

@@ -34,3 +34,17 @@ pub fn error_chain(e: &anyhow::Error) -> String {
     }
     message
 }
+
+/// Writes `value` as pretty JSON to `dir/name` (creating `dir`); the result files of the pipelines.
+pub(crate) fn write_json<T: serde::Serialize>(
+    dir: &std::path::Path,
+    name: &str,
+    value: &T,
+) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_string_pretty(value)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}

@@ -354,7 +354,7 @@ pub fn train_trials(
     model.fit(&tr, &va)?;
     progress.finish();
     model.save(out)?;
-    crate::augment::write_json(
+    crate::write_json(
         out,
         TRAINED_ON,
         &TrainedOn {

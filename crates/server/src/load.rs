@@ -289,12 +289,7 @@ pub fn bodies_from_trials(trials: &[trialforge_trial::Trial]) -> Vec<String> {
         .enumerate()
         .map(|(i, t)| {
             let p = &t.protocol;
-            let phase = p
-                .phases
-                .iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join("/");
+            let phase = trialforge_trial::top::phase_text(&p.phases);
             let drugs: Vec<&str> = p.drugs.iter().map(|d| d.name.as_str()).collect();
             match i % 3 {
                 0 => serde_json::to_string(t).unwrap_or_default(),
