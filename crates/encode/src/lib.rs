@@ -1,9 +1,11 @@
 //! Text encoders for trialforge: sentence embeddings behind one [`TextEncoder`] trait, a BERT-family
-//! backend on candle (mean pooling + L2 normalisation, as sentence-transformers does), and an
-//! on-disk [`EmbeddingCache`] keyed by model and text hash so that re-runs do not re-embed.
+//! backend with its own CPU forward pass (`forward.rs`; mean pooling and L2 normalisation, as
+//! sentence-transformers does), and an on-disk [`EmbeddingCache`] keyed by model and text hash so
+//! that re-runs do not re-embed.
 
 mod bert;
 mod cache;
+mod forward;
 mod states;
 
 pub use bert::{Activation, BertEncoder, EncoderLayer, LAYER_TENSORS};

@@ -156,7 +156,11 @@ def test_generate_runs_and_ctrl_c_interrupts_it_at_once(tmp_path):
     assert (tmp_path / "synthetic.log.jsonl").is_file()
 
     # A longer run in a child process, interrupted with SIGINT: KeyboardInterrupt within seconds.
-    code = ("import trialforge as tf, sys\n"
+    # The child takes SIGINT as Python does at an interactive prompt, even where this process was
+    # started with SIGINT ignored (a background job of a non-interactive shell).
+    code = ("import signal, sys\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "import trialforge as tf\n"
             "try:\n"
             f"    tf.generate({str(corpus)!r}, 50, {str(tmp_path / 'long.jsonl')!r}, max_attempts=2)\n"
             "except KeyboardInterrupt:\n"
@@ -165,6 +169,9 @@ def test_generate_runs_and_ctrl_c_interrupts_it_at_once(tmp_path):
     time.sleep(8)
     sent = time.monotonic()
     child.send_signal(signal.SIGINT)
-    out, _ = child.communicate(timeout=60)
+    try:
+        out, _ = child.communicate(timeout=60)
+    finally:
+        child.kill()  # never leave a generation running behind a failed test
     assert child.returncode == 3 and "interrupted" in out
     assert time.monotonic() - sent < 5
