@@ -12,6 +12,9 @@ use tokenizers::{Tokenizer, TruncationParams};
 use crate::forward::{BertNet, PackedTokens};
 use crate::{EncodeError, Result, TextEncoder};
 
+/// Bumped whenever the forward pass changes its floats (part of the model id, so of every cache key).
+const FORWARD_VERSION: &str = "packed-forward-1";
+
 pub struct BertEncoder {
     net: BertNet,
     config: Config,
@@ -91,8 +94,11 @@ impl BertEncoder {
         }
         let net = BertNet::load(&weights, &config)?;
 
-        // The id covers the weights and the tokenizer, so a fine-tuned copy never shares cache entries.
+        // The id covers the weights and the tokenizer, so a fine-tuned copy never shares cache
+        // entries, and the forward pass's version: vectors cached by an earlier implementation
+        // (candle's padded batches, which rounded differently) are not mixed with this one's.
         let mut h = Sha256::new();
+        h.update(FORWARD_VERSION.as_bytes());
         for p in [&weights, &tok_path, &config_path] {
             let bytes = std::fs::read(p).map_err(|source| EncodeError::Io {
                 path: p.clone(),

@@ -298,11 +298,18 @@ impl BertNet {
             .map_init(Vec::new, |scratch: &mut Vec<f32>, &(text, head)| {
                 let (start, len) = (offsets[text], lengths[text]);
                 let mut out = vec![0f32; len * d];
-                let rows = &qkv[start * stride..(start + len) * stride];
+                let view = Head {
+                    rows: &qkv[start * stride..(start + len) * stride],
+                    len,
+                    col: head * d,
+                    hidden: h,
+                    dim: d,
+                    scale,
+                };
                 if len <= DIRECT_ATTENTION_MAX {
-                    attend_direct(rows, len, head * d, h, d, scale, scratch, &mut out);
+                    attend_direct(view, scratch, &mut out);
                 } else {
-                    attend_gemm(rows, len, head * d, h, d, scale, scratch, &mut out);
+                    attend_gemm(view, scratch, &mut out);
                 }
                 out
             })
@@ -333,31 +340,53 @@ impl BertNet {
     }
 }
 
-/// One head of one text by two products (gemm): scores = Q·Kᵀ, softmax by rows, out = P·V. `rows`
-/// are the text's rows of the packed Q|K|V matrix, the head's columns start at `col`.
-#[allow(clippy::too_many_arguments)]
-fn attend_gemm(
-    rows: &[f32],
+/// One attention head of one text: the text's `len` rows of the packed Q|K|V matrix (`3 · hidden`
+/// wide), the head's first column in each of Q, K and V, its width and the score scale.
+#[derive(Clone, Copy)]
+struct Head<'a> {
+    rows: &'a [f32],
     len: usize,
     col: usize,
-    h: usize,
-    d: usize,
+    hidden: usize,
+    dim: usize,
     scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    let stride = 3 * h;
-    let q = MatRef::new(&rows[col..], len, d, stride, 1);
-    // K transposed: element (i, j) is key j's component i.
-    let k_t = MatRef::new(&rows[h + col..], d, len, 1, stride);
-    let v = MatRef::new(&rows[2 * h + col..], len, d, stride, 1);
+}
+
+impl Head<'_> {
+    const QUERY: usize = 0;
+    const KEY: usize = 1;
+    const VALUE: usize = 2;
+
+    fn stride(&self) -> usize {
+        3 * self.hidden
+    }
+
+    /// Token `i`'s query, key or value for this head.
+    fn vector(&self, part: usize, i: usize) -> &[f32] {
+        &self.rows[i * self.stride() + part * self.hidden + self.col..][..self.dim]
+    }
+
+    /// The head's queries, keys or values as a (len x dim) view; transposed, (dim x len).
+    fn matrix(&self, part: usize, transposed: bool) -> MatRef<'_> {
+        let data = &self.rows[part * self.hidden + self.col..];
+        if transposed {
+            MatRef::new(data, self.dim, self.len, 1, self.stride())
+        } else {
+            MatRef::new(data, self.len, self.dim, self.stride(), 1)
+        }
+    }
+}
+
+/// One head by two products (gemm): scores = Q·Kᵀ, softmax by rows, out = P·V.
+fn attend_gemm(head: Head, scores: &mut Vec<f32>, out: &mut [f32]) {
+    let (len, d) = (head.len, head.dim);
     scores.clear();
     scores.resize(len * len, 0.0);
     matmul(
         MatMut::new(scores, len, len, len),
-        q,
-        k_t,
-        scale,
+        head.matrix(Head::QUERY, false),
+        head.matrix(Head::KEY, true),
+        head.scale,
         false,
         gemm::Parallelism::None,
     );
@@ -367,7 +396,7 @@ fn attend_gemm(
     matmul(
         MatMut::new(out, len, d, d),
         MatRef::new(scores, len, len, len, 1),
-        v,
+        head.matrix(Head::VALUE, false),
         1.0,
         false,
         gemm::Parallelism::None,
@@ -380,33 +409,21 @@ const DIRECT_ATTENTION_MAX: usize = 64;
 
 /// The same as [`attend_gemm`] in plain loops the compiler vectorises: Kᵀ copied once, then per
 /// query a row of scores built column by column, its softmax, and the weighted sum of V's rows.
-#[allow(clippy::too_many_arguments)]
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl"))]
-fn attend_direct(
-    rows: &[f32],
-    len: usize,
-    col: usize,
-    h: usize,
-    d: usize,
-    scale: f32,
-    scratch: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    let stride = 3 * h;
+fn attend_direct(head: Head, scratch: &mut Vec<f32>, out: &mut [f32]) {
+    let (len, d) = (head.len, head.dim);
     scratch.clear();
     scratch.resize(d * len + len, 0.0);
     let (k_t, scores) = scratch.split_at_mut(d * len);
     for j in 0..len {
-        let key = &rows[j * stride + h + col..][..d];
-        for (c, &k) in key.iter().enumerate() {
+        for (c, &k) in head.vector(Head::KEY, j).iter().enumerate() {
             k_t[c * len + j] = k;
         }
     }
     for i in 0..len {
-        let query = &rows[i * stride + col..][..d];
         scores.fill(0.0);
-        for (c, &q) in query.iter().enumerate() {
-            let q = q * scale;
+        for (c, &q) in head.vector(Head::QUERY, i).iter().enumerate() {
+            let q = q * head.scale;
             for (s, k) in scores.iter_mut().zip(&k_t[c * len..][..len]) {
                 *s += q * k;
             }
@@ -414,7 +431,7 @@ fn attend_direct(
         softmax_in_place(scores);
         let o = &mut out[i * d..][..d];
         for (j, &p) in scores.iter().enumerate() {
-            for (x, v) in o.iter_mut().zip(&rows[j * stride + 2 * h + col..][..d]) {
+            for (x, v) in o.iter_mut().zip(head.vector(Head::VALUE, j)) {
                 *x += p * v;
             }
         }
@@ -807,8 +824,16 @@ mod tests {
             .map(|i| (i * 7919 % 1000) as f32 / 250.0 - 2.0)
             .collect();
         let (mut by_gemm, mut direct) = (vec![0f32; len * d], vec![0f32; len * d]);
-        attend_gemm(&rows, len, d, h, d, 0.25, &mut Vec::new(), &mut by_gemm);
-        attend_direct(&rows, len, d, h, d, 0.25, &mut Vec::new(), &mut direct);
+        let head = Head {
+            rows: &rows,
+            len,
+            col: d,
+            hidden: h,
+            dim: d,
+            scale: 0.25,
+        };
+        attend_gemm(head, &mut Vec::new(), &mut by_gemm);
+        attend_direct(head, &mut Vec::new(), &mut direct);
         let worst = by_gemm
             .iter()
             .zip(&direct)
