@@ -61,14 +61,14 @@ pub struct BenchReport {
 const PHRASE: &str = "adults with relapsed myeloma after prior therapy ";
 
 /// The encoder's fixed-length texts; `scripts/bench_encoder.py` builds the same ones.
-pub fn bench_texts(words: usize, n: usize) -> Vec<String> {
+fn bench_texts(words: usize, n: usize) -> Vec<String> {
     (0..n)
         .map(|i| format!("Trial {i}: {}", PHRASE.repeat(words / 7 + 1)))
         .collect()
 }
 
 /// Texts of 12 to 200 words, in a fixed order; the same as `scripts/bench_encoder.py`'s.
-pub fn mixed_texts(n: usize) -> Vec<String> {
+fn mixed_texts(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| {
             format!(

@@ -9,7 +9,7 @@ use candle_transformers::models::bert::{Config, HiddenAct};
 use sha2::{Digest, Sha256};
 use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::forward::{BertNet, PackedTokens};
+use crate::forward::{checkpoint_prefixes, BertNet, PackedTokens};
 use crate::{EncodeError, Result, TextEncoder};
 
 /// Bumped whenever the forward pass changes its floats (part of the model id, so of every cache key).
@@ -231,29 +231,24 @@ impl BertEncoder {
         }
     }
 
-    /// The hidden states that enter the top layer, one (tokens x dim) matrix per text, padding
-    /// removed: what a model that fine-tunes only the top layer needs to see of the frozen rest.
+    /// The hidden states that enter the top layer, one (tokens x dim) matrix per text (no padding):
+    /// what a model that fine-tunes only the top layer needs to see of the frozen rest.
     pub fn states_below_top(&self, texts: &[&str]) -> Result<Vec<Tensor>> {
         let below = self.net.num_layers() - 1;
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| texts[i].len());
-        let mut out = vec![None; texts.len()];
         let d = self.dim;
-        for chunk in order.chunks(self.batch_size) {
-            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-            let (tokens, hidden) = self.hidden_states(&batch, below)?;
-            for ((&i, &start), &len) in chunk.iter().zip(&tokens.offsets()).zip(&tokens.lengths) {
-                out[i] = Some(Tensor::from_slice(
+        let mut out = Vec::with_capacity(texts.len());
+        // In input order: packed batches need no sorting by length.
+        for batch in texts.chunks(self.batch_size) {
+            let (tokens, hidden) = self.hidden_states(batch, below)?;
+            for (start, &len) in tokens.offsets().into_iter().zip(&tokens.lengths) {
+                out.push(Tensor::from_slice(
                     &hidden[start * d..(start + len) * d],
                     (len, d),
                     &self.device,
                 )?);
             }
         }
-        Ok(out
-            .into_iter()
-            .map(|t| t.expect("every text was encoded"))
-            .collect())
+        Ok(out)
     }
 
     /// The top layer's weights, read from the checkpoint (plain, `bert.`-prefixed or
@@ -261,11 +256,7 @@ impl BertEncoder {
     pub fn top_layer(&self) -> Result<EncoderLayer> {
         let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(&self.weights)? };
         let top = self.config.num_hidden_layers - 1;
-        let mut prefixes = vec![String::new(), "bert.".to_string()];
-        if let Some(t) = &self.config.model_type {
-            prefixes.push(format!("{t}."));
-        }
-        let prefix = prefixes
+        let prefix = checkpoint_prefixes(&self.config)
             .into_iter()
             .map(|p| format!("{p}encoder.layer.{top}."))
             .find(|p| st.get(&format!("{p}{}", LAYER_TENSORS[0].1)).is_ok())

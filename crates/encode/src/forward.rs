@@ -111,12 +111,8 @@ impl BertNet {
         }
         // SAFETY: the weights file is memory-mapped read-only and not modified while mapped.
         let st = unsafe { MmapedSafetensors::new(weights)? };
-        let mut prefixes = vec![String::new(), "bert.".to_string()];
-        if let Some(t) = &config.model_type {
-            prefixes.push(format!("{t}."));
-        }
         let probe = "embeddings.word_embeddings.weight";
-        let prefix = prefixes
+        let prefix = checkpoint_prefixes(config)
             .into_iter()
             .find(|p| st.get(&format!("{p}{probe}")).is_ok())
             .ok_or_else(|| err(format!("no `{probe}` tensor (under any prefix)")))?;
@@ -436,6 +432,16 @@ fn attend_direct(head: Head, scratch: &mut Vec<f32>, out: &mut [f32]) {
             }
         }
     }
+}
+
+/// The prefixes a BERT checkpoint's tensor names may carry, as candle's loader accepts them: none,
+/// `bert.`, or `<model_type>.`.
+pub(crate) fn checkpoint_prefixes(config: &Config) -> Vec<String> {
+    let mut prefixes = vec![String::new(), "bert.".to_string()];
+    if let Some(t) = &config.model_type {
+        prefixes.push(format!("{t}."));
+    }
+    prefixes
 }
 
 /// `out (rows x outputs) = input (rows x inputs) · weightᵀ`, bias not added.
