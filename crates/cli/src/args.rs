@@ -36,7 +36,8 @@ pub struct LocalModelArgs {
     /// A llama-family GGUF chat model [default: the fetched SmolLM2-135M-Instruct].
     #[arg(long, value_name = "FILE")]
     pub llm: Option<PathBuf>,
-    /// Keep the GGUF's own quantisation instead of re-quantising 4/5-bit weights to Q8_0 (slower).
+    /// Keep the GGUF's own quantisation of Q4_0/Q5_0/Q5_1 weights instead of re-quantising them
+    /// to Q8_0 (slower; Q4_1 and Q8_0 always keep theirs).
     #[arg(long)]
     pub no_requantize: bool,
 }

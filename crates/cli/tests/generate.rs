@@ -190,3 +190,75 @@ fn killed_run_resumes_without_loss_or_duplicates() {
         );
     }
 }
+
+/// `--batch` changes only the speed: the same plan generated one cell at a time and three cells
+/// decoded together (continuous batching) gives the same trials and the same attempt log.
+#[test]
+fn batch_size_changes_nothing_but_speed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imp = top::read_file(
+        &root().join("data/top/phase_I_train.csv"),
+        ImportOptions::default(),
+    )
+    .unwrap();
+    let trials: Vec<_> = imp
+        .trials
+        .into_iter()
+        .filter(|t| {
+            t.protocol
+                .drugs
+                .iter()
+                .any(|d| d.name.eq_ignore_ascii_case("lenalidomide"))
+        })
+        .collect();
+    let corpus_path = tmp.path().join("corpus.jsonl");
+    corpus::write_jsonl(&corpus_path, &trials).unwrap();
+    let plan = tmp.path().join("plan.jsonl");
+    std::fs::write(
+        &plan,
+        "{\"drug\":\"lenalidomide\",\"label\":1,\"phase\":\"PHASE1\"}\n\
+         {\"drug\":\"lenalidomide\",\"label\":0,\"phase\":\"PHASE1\"}\n\
+         {\"drug\":\"lenalidomide\",\"label\":1,\"phase\":\"PHASE2\"}",
+    )
+    .unwrap();
+    let run = |batch: &str| {
+        let out = tmp.path().join(format!("synth-{batch}.jsonl"));
+        let o = Command::new(env!("CARGO_BIN_EXE_trialforge"))
+            .args([
+                "generate",
+                "--corpus",
+                corpus_path.to_str().unwrap(),
+                "--plan",
+                plan.to_str().unwrap(),
+            ])
+            .args(["-o", out.to_str().unwrap(), "--max-attempts", "1"])
+            .args(["--batch", batch, "--response-cache", "none", "--json"])
+            .current_dir(root())
+            .env("TRIALFORGE_CACHE", tmp.path().join("cache"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let trials: Vec<(Value, Value)> = lines(&out)
+            .into_iter()
+            .map(|r| (r["id"].clone(), r["protocol"].clone()))
+            .collect();
+        let log = tmp.path().join(format!("synth-{batch}.log.jsonl"));
+        let attempts: Vec<(Value, Value, Value, Value)> = lines(&log)
+            .into_iter()
+            .map(|a| {
+                (
+                    a["cell"].clone(),
+                    a["accepted"].clone(),
+                    a["reject"]["rule"].clone(),
+                    a["completion_tokens"].clone(),
+                )
+            })
+            .collect();
+        (trials, attempts)
+    };
+    let (one, one_log) = run("1");
+    let (three, three_log) = run("3");
+    assert_eq!(one_log.len(), 3, "{one_log:?}");
+    assert_eq!(one_log, three_log);
+    assert_eq!(one, three);
+}

@@ -21,6 +21,10 @@ pub struct BenchRequest {
     pub llm_part: bool,
     /// Measure the encoder.
     pub encoder_part: bool,
+    /// Measure generation throughput over a fixed job, at each of these batch sizes.
+    pub generation_batches: Vec<usize>,
+    /// Requests in the generation job.
+    pub generation_requests: usize,
     pub llm: LlmChoice,
     pub encoder: Option<std::path::PathBuf>,
 }
@@ -47,6 +51,18 @@ pub struct EncodeRow {
     pub texts_per_second: f64,
 }
 
+/// A fixed generation job (the same requests, greedy) through the local model at one batch size.
+#[derive(Clone, Debug, Serialize)]
+pub struct GenerationRow {
+    pub batch: usize,
+    pub requests: usize,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Wall time of the whole job, prefill included.
+    pub seconds: f64,
+    pub completion_tokens_per_second: f64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
     pub llm: Option<String>,
@@ -54,6 +70,7 @@ pub struct BenchReport {
     pub decode: Vec<DecodeRow>,
     pub encoder: Option<String>,
     pub encode: Vec<EncodeRow>,
+    pub generation: Vec<GenerationRow>,
     /// rayon's worker threads (the encoder's and the LLM's).
     pub threads: usize,
 }
@@ -90,6 +107,7 @@ pub fn bench(
         decode: Vec::new(),
         encoder: None,
         encode: Vec::new(),
+        generation: Vec::new(),
         threads: rayon::current_num_threads(),
     };
     if req.llm_part {
@@ -153,8 +171,92 @@ pub fn bench(
             });
         }
     }
+    for &batch in &req.generation_batches {
+        progress.stage(&format!("generating at batch {batch}"));
+        report.generation.push(generation_job(env, req, batch)?);
+    }
     progress.finish();
     Ok(report)
+}
+
+/// Drugs of the generation job's requests; `scripts/bench_llamacpp.py --server` sends the same.
+const JOB_DRUGS: [&str; 8] = [
+    "metformin",
+    "lenalidomide",
+    "pembrolizumab",
+    "atorvastatin",
+    "rituximab",
+    "sitagliptin",
+    "ibrutinib",
+    "apixaban",
+];
+
+/// The job's `i`-th request text.
+fn job_prompt(i: usize) -> String {
+    format!(
+        "Write the eligibility criteria and the design of a phase {} clinical trial of {}.",
+        i % 3 + 1,
+        JOB_DRUGS[i % JOB_DRUGS.len()]
+    )
+}
+
+/// `req.generation_requests` requests of `req.tokens` tokens at most (greedy, default repetition
+/// penalty), `batch` at a time through one model: the completion tokens/s of the whole job.
+fn generation_job(
+    env: &Environment,
+    req: &BenchRequest,
+    batch: usize,
+) -> anyhow::Result<GenerationRow> {
+    let params = SamplingParams {
+        max_tokens: req.tokens,
+        ..Default::default()
+    };
+    let jobs: Vec<Vec<ChatMessage>> = (0..req.generation_requests)
+        .map(|i| vec![ChatMessage::user(job_prompt(i))])
+        .collect();
+    let local = env.load_llm(&req.llm)?;
+    let started = Instant::now();
+    let completions: Vec<Completion> = if batch <= 1 {
+        let mut model = local;
+        jobs.iter()
+            .map(|m| model.chat(m, &params))
+            .collect::<Result<_, _>>()?
+    } else {
+        let shared = local.into_batched(batch);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|scope| -> anyhow::Result<()> {
+            let workers: Vec<_> = (0..batch)
+                .map(|_| {
+                    let mut model = shared.clone();
+                    let (next, done, jobs, params) = (&next, &done, &jobs, &params);
+                    scope.spawn(move || -> anyhow::Result<()> {
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let Some(m) = jobs.get(i) else { return Ok(()) };
+                            let c = model.chat(m, params)?;
+                            done.lock().expect("no worker panicked").push(c);
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.join().expect("a generation worker panicked")?;
+            }
+            Ok(())
+        })?;
+        done.into_inner().expect("no worker panicked")
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let completion_tokens = completions.iter().map(|c| c.completion_tokens).sum();
+    Ok(GenerationRow {
+        batch,
+        requests: jobs.len(),
+        prompt_tokens: completions.iter().map(|c| c.prompt_tokens).sum(),
+        completion_tokens,
+        seconds,
+        completion_tokens_per_second: completion_tokens as f64 / seconds.max(1e-9),
+    })
 }
 
 /// One question to the local LLM.

@@ -166,7 +166,10 @@ pub fn demo(
     let synthetic_path = req.out.join("synthetic.jsonl");
     let mut gen = GenerateRequest::new(corpus_path.clone(), req.synthetic, synthetic_path.clone());
     gen.format = Format::Corpus;
-    gen.backend = Backend::Local(req.llm.clone());
+    gen.backend = Backend::Local {
+        llm: req.llm.clone(),
+        batch: crate::generate::DEFAULT_LOCAL_BATCH,
+    };
     // The realism gate rejects most of what a 135M model writes: a third try per cell lets the
     // demo show the gate at work and still keep a few trials.
     gen.max_attempts = req.max_attempts;

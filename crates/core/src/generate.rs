@@ -16,11 +16,17 @@ use crate::embed::embed_trials;
 use crate::env::LlmChoice;
 use crate::{Environment, Progress};
 
+/// Sequences the local model decodes together unless told otherwise (`trialforge bench` measures
+/// generation throughput at 1 and at this size).
+pub const DEFAULT_LOCAL_BATCH: usize = 4;
+
 /// The LLM a run talks to.
 #[derive(Clone, Debug)]
 pub enum Backend {
-    /// A GGUF run in-process.
-    Local(LlmChoice),
+    /// A GGUF run in-process; `batch` sequences are decoded together (continuous batching: a
+    /// cell's calls run in order, `batch` cells side by side). The output is the same for every
+    /// batch size.
+    Local { llm: LlmChoice, batch: usize },
     /// Any OpenAI-compatible server.
     OpenAi(OpenAiBackend),
 }
@@ -45,7 +51,7 @@ pub struct OpenAiBackend {
 impl Backend {
     fn name(&self) -> &'static str {
         match self {
-            Backend::Local(_) => "local",
+            Backend::Local { .. } => "local",
             Backend::OpenAi(_) => "openai",
         }
     }
@@ -93,7 +99,10 @@ impl GenerateRequest {
             format: Format::Auto,
             n,
             out,
-            backend: Backend::Local(LlmChoice::default()),
+            backend: Backend::Local {
+                llm: LlmChoice::default(),
+                batch: DEFAULT_LOCAL_BATCH,
+            },
             price_prompt: None,
             price_completion: None,
             seed: 0,
@@ -216,12 +225,25 @@ fn chat_models(
                 o.concurrency
             }
         }
-        Backend::Local(_) => 1,
+        Backend::Local { batch, .. } => {
+            anyhow::ensure!(*batch >= 1, "the batch size must be at least 1");
+            *batch
+        }
+    };
+    // One model for every worker: the local one is loaded once and shared by batching.
+    let mut batched = match &a.backend {
+        Backend::Local { llm, batch } if *batch > 1 => {
+            Some(env.load_llm(llm)?.into_batched(*batch))
+        }
+        _ => None,
     };
     let mut models: Vec<Box<dyn ChatModel + Send>> = Vec::with_capacity(workers);
     for _ in 0..workers {
         let backend: Box<dyn ChatModel + Send> = match &a.backend {
-            Backend::Local(choice) => Box::new(env.load_llm(choice)?),
+            Backend::Local { llm, .. } => match &mut batched {
+                Some(shared) => Box::new(shared.clone()),
+                None => Box::new(env.load_llm(llm)?),
+            },
             Backend::OpenAi(o) => match &o.emit_batch {
                 Some(file) => Box::new(BatchRecorder::open(
                     file,

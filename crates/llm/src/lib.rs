@@ -1,10 +1,12 @@
 //! LLM backends for trialforge behind one [`ChatModel`] trait. This crate holds the in-process
-//! backend ([`LocalGguf`]: any llama-family GGUF, run on the CPU by our own forward pass over
-//! candle's quantised kernels, see [`llama`]) and any OpenAI-compatible server ([`OpenAiChat`]),
+//! backend ([`LocalGguf`]: any llama-family GGUF, run on the CPU by our own forward pass, see
+//! [`llama`]; [`LocalGguf::into_batched`] shares one model between worker threads by continuous
+//! batching) and any OpenAI-compatible server ([`OpenAiChat`]),
 //! plus a response cache ([`CachedChat`]) for either, and [`LlmEncoder`]: a GGUF model's mean final
 //! hidden state as a text encoder behind the encode crate's `TextEncoder` trait.
 
 mod encoder;
+mod engine;
 pub mod llama;
 mod local;
 pub mod openai;
@@ -15,6 +17,7 @@ pub mod batch;
 pub mod cache;
 pub use cache::CachedChat;
 pub use encoder::LlmEncoder;
+pub use engine::BatchedLocal;
 pub use local::{LocalGguf, LocalOptions};
 pub use openai::{OpenAiChat, OpenAiOptions, StructuredOutput};
 

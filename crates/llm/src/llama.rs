@@ -1,22 +1,47 @@
-//! A llama-family forward pass over GGUF weights, written for CPU decoding.
+//! A llama-family forward pass over GGUF weights, written for CPU decoding, several sequences at once.
 //!
 //! candle's `quantized_llama` re-concatenates (copies) every layer's KV cache at each step, copies it
 //! again to repeat the key/value heads for grouped-query attention, and materialises the whole
 //! attention matrix during prefill; on a long prompt those copies, not the weights, set the speed.
-//! Here the matrix products stay candle's quantised kernels (`QMatMul`, with the query/key/value
-//! and the gate/up projections fused into one product each), and the rest is plain Rust over
-//! `Vec<f32>`: an append-only KV cache (token-major, grown in place), attention computed per query
-//! head straight from the cache, rotary embeddings from a precomputed table.
+//! Here each sequence (a *slot*) has an append-only KV cache (head-major, grown in place), rotary
+//! embeddings come from a precomputed table, and the products take one of two routes:
+//!
+//! - a prompt (many tokens of one sequence): Q4_1 and Q8_0 weights are unpacked to floats a tile
+//!   at a time and multiplied by gemm (AVX-512 or AVX2 kernels, picked at run time), and attention is two
+//!   gemm products per head (scores, then the weighted values) over the cache;
+//! - a decoding step (one token of each of several sequences): the weights stay 4-bit and each
+//!   token's activations are rounded to 8 bits for integer dot products (`q4.rs`), one pass over the
+//!   weights for the whole batch; attention per token from its own cache, split into spans.
+//!
+//! A token's arithmetic never depends on which other sequences share its step, so a sequence
+//! decodes to the same bits alone or in a batch of any size. Other GGUF formats use candle's
+//! quantised products (`QMatMul`), which are per-row as well.
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor};
+use rayon::prelude::*;
+use trialforge_kernels::{exp, matmul as gemm_product, softmax, MatMut, MatRef, LANES};
 
-use crate::q4::Q4_1Matrix;
+use crate::q4::QuantMatrix;
 
 use crate::{LlmError, Result};
 
 /// Prompt tokens per forward call during prefill: bounds the activations' memory.
 const PREFILL_CHUNK: usize = 256;
+/// Prompt chunks at least this long take the float route (unpacking a tile of weights costs as
+/// much as a few rows' products); shorter ones, the integer route.
+const DENSE_MIN_ROWS: usize = 8;
+/// Weight rows unpacked to floats at a time: a tile stays in the core's L2 cache for its product.
+const DENSE_TILE: usize = 128;
+/// Query rows per attention task in a prompt.
+const PROMPT_ATTENTION_ROWS: usize = 32;
+
+/// Which route a forward call takes (see the module comment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    Prompt,
+    Decode,
+}
 
 struct Layer {
     attn_norm: Vec<f32>,
@@ -27,7 +52,13 @@ struct Layer {
     /// Gate and up projections as one product: output `[gate | up]`.
     gate_up: Proj,
     down: Proj,
-    cache: KvCache,
+}
+
+/// One sequence's state: a KV cache per layer and the tokens it holds.
+#[derive(Default)]
+struct Sequence {
+    caches: Vec<KvCache>,
+    cached: usize,
 }
 
 /// Keys and values of the cached tokens, head-major (`[kv head][position][head dim]`), so one head's
@@ -70,20 +101,56 @@ impl KvCache {
     }
 }
 
-/// A weight matrix: candle's quantised product for prompts (many rows at once), and, where the
-/// file's weights are Q4_1, our own 4-bit kernel for decoding (one row, bound by memory reads).
-struct Proj {
-    full: QMatMul,
-    decode: Option<Q4_1Matrix>,
+/// A weight matrix: Q4_1 or Q8_0 with our kernels, any other format with candle's quantised
+/// product.
+enum Proj {
+    Own(QuantMatrix),
+    Candle(QMatMul),
 }
 
 impl Proj {
-    fn forward(&self, x: Vec<f32>, m: usize, k: usize) -> Result<Vec<f32>> {
-        match &self.decode {
-            Some(q) if m == 1 => Ok(q.matvec(&x)),
-            _ => matmul(&self.full, x, m, k),
+    /// `x (m x k) · Wᵀ`.
+    fn forward(&self, x: Vec<f32>, m: usize, k: usize, pass: Pass) -> Result<Vec<f32>> {
+        match self {
+            Proj::Own(q) if pass == Pass::Decode || m < DENSE_MIN_ROWS => Ok(q.matmul_rows(&x, m)),
+            Proj::Own(q) => Ok(dense_product(q, &x, m)),
+            Proj::Candle(w) => matmul(w, x, m, k),
         }
     }
+}
+
+/// `x (m x cols) · Wᵀ` in floats: tiles of weight rows unpacked and multiplied by gemm, a tile per
+/// rayon task.
+fn dense_product(w: &QuantMatrix, x: &[f32], m: usize) -> Vec<f32> {
+    let (n, k) = (w.rows(), w.cols());
+    let tiles: Vec<(usize, Vec<f32>)> = (0..n)
+        .step_by(DENSE_TILE)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map_init(Vec::new, |weights, start| {
+            let rows = DENSE_TILE.min(n - start);
+            w.dequantize_rows(start, rows, weights);
+            let mut out = vec![0f32; m * rows];
+            gemm_product(
+                MatMut::new(&mut out, m, rows, rows),
+                MatRef::new(x, m, k, k, 1),
+                // The tile's rows are the product's columns: Wᵀ read in place.
+                MatRef::new(weights, k, rows, 1, k),
+                1.0,
+                false,
+                gemm::Parallelism::None,
+            );
+            (start, out)
+        })
+        .collect();
+    let mut out = vec![0f32; m * n];
+    for (start, tile) in tiles {
+        let rows = tile.len() / m;
+        for (dst, src) in out.chunks_exact_mut(n).zip(tile.chunks_exact(rows)) {
+            dst[start..start + rows].copy_from_slice(src);
+        }
+    }
+    out
 }
 
 /// Softmax-weighted sum over a range of positions, kept unnormalised (relative to the range's own
@@ -115,20 +182,17 @@ pub struct Llama {
     /// cos / sin of each position and frequency: `[position][head_dim / 2]`.
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
-    /// Tokens in the KV cache.
-    cached: usize,
+    /// The sequences' states, by slot.
+    seqs: Vec<Sequence>,
 }
 
 fn low_bit(dtype: GgmlDType) -> bool {
-    matches!(
-        dtype,
-        GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
-    )
+    matches!(dtype, GgmlDType::Q4_0 | GgmlDType::Q5_0 | GgmlDType::Q5_1)
 }
 
 impl Llama {
-    /// Loads the weights. With `requantize_q8`, 4/5-bit matrices become Q8_0 (candle has SIMD
-    /// kernels for Q8_0, not for Q4_1).
+    /// Loads the weights. Q4_1 and Q8_0 matrices keep their format (the kernels here read them);
+    /// with `requantize_q8`, the 4/5-bit formats without one (Q4_0, Q5_0, Q5_1) become Q8_0.
     pub fn from_gguf<R: std::io::Read + std::io::Seek>(
         ct: &gguf_file::Content,
         reader: &mut R,
@@ -188,32 +252,15 @@ impl Llama {
                 q
             })
         };
-        // Q4_1 bytes of matrices stacked by rows, for the decoding kernel.
-        let q4_1 = |parts: &[QTensor]| -> Result<Option<Q4_1Matrix>> {
-            if parts.iter().any(|q| q.dtype() != GgmlDType::Q4_1) {
-                return Ok(None);
-            }
-            let cols = parts[0].shape().dims()[1];
-            let mut rows = 0;
-            let mut bytes = Vec::new();
-            for q in parts {
-                rows += q.shape().dims()[0];
-                bytes.extend_from_slice(&q.data()?);
-            }
-            Ok(Q4_1Matrix::from_bytes(&bytes, rows, cols))
-        };
-        let matrix = |q: QTensor| -> Result<Proj> {
-            let decode = q4_1(std::slice::from_ref(&q))?;
-            Ok(Proj {
-                full: QMatMul::from_qtensor(convert(q)?)?,
-                decode,
-            })
-        };
-        // Rows of several matrices (same input width, same format) stacked into one: quantised rows
-        // are whole blocks, so their bytes concatenate exactly.
+        // Matrices stacked by rows into one (same input width, same format): quantised rows are
+        // whole blocks, so their bytes concatenate exactly.
         let fused = |parts: Vec<QTensor>| -> Result<Proj> {
-            let decode = q4_1(&parts)?;
-            let parts: Vec<QTensor> = parts.into_iter().map(convert).collect::<Result<_>>()?;
+            let ours = |q: &QTensor| matches!(q.dtype(), GgmlDType::Q4_1 | GgmlDType::Q8_0);
+            let parts: Vec<QTensor> = if parts.iter().all(ours) {
+                parts
+            } else {
+                parts.into_iter().map(convert).collect::<Result<_>>()?
+            };
             let dtype = parts[0].dtype();
             let cols = parts[0].shape().dims()[1];
             let mut rows = 0;
@@ -228,12 +275,21 @@ impl Llama {
                 rows += dims[0];
                 bytes.extend_from_slice(&q.data()?);
             }
+            let own = match dtype {
+                GgmlDType::Q4_1 => QuantMatrix::from_bytes(&bytes, rows, cols),
+                GgmlDType::Q8_0 => QuantMatrix::from_q8_0_bytes(&bytes, rows, cols),
+                _ => None,
+            };
+            if let Some(m) = own {
+                return Ok(Proj::Own(m));
+            }
             let storage = QStorage::from_data(std::borrow::Cow::Owned(bytes), &cpu, dtype)?;
-            Ok(Proj {
-                full: QMatMul::from_qtensor(QTensor::new(storage, (rows, cols))?)?,
-                decode,
-            })
+            Ok(Proj::Candle(QMatMul::from_qtensor(QTensor::new(
+                storage,
+                (rows, cols),
+            )?)?))
         };
+        let matrix = |q: QTensor| fused(vec![q]);
         let vector = |q: &QTensor| -> Result<Vec<f32>> {
             Ok(q.dequantize(&cpu)?.flatten_all()?.to_vec1::<f32>()?)
         };
@@ -263,7 +319,6 @@ impl Llama {
                 ffn_norm: vector(&tensor(reader, &name("ffn_norm"))?)?,
                 gate_up: fused(vec![gate, tensor(reader, &name("ffn_up"))?])?,
                 down: matrix(tensor(reader, &name("ffn_down"))?)?,
-                cache: KvCache::default(),
             });
         }
         let norm = vector(&tensor(reader, "output_norm.weight")?)?;
@@ -294,7 +349,7 @@ impl Llama {
             output,
             rope_cos,
             rope_sin,
-            cached: 0,
+            seqs: Vec::new(),
         })
     }
 
@@ -302,36 +357,99 @@ impl Llama {
         self.vocab
     }
 
-    /// Forgets the cached tokens (the next call starts at position 0).
-    pub fn clear(&mut self) {
-        self.cached = 0;
+    /// Sequences the model can hold at once.
+    pub fn slots(&self) -> usize {
+        self.seqs.len()
     }
 
-    /// Feeds `tokens` after the cached ones and returns the logits of the last.
+    /// Makes room for at least `n` sequences (their caches grow only when used).
+    pub fn ensure_slots(&mut self, n: usize) {
+        while self.seqs.len() < n {
+            self.seqs.push(Sequence {
+                caches: (0..self.layers.len()).map(|_| KvCache::default()).collect(),
+                cached: 0,
+            });
+        }
+    }
+
+    /// Forgets slot `slot`'s tokens (its next token is at position 0); keeps its memory for reuse.
+    pub fn reset(&mut self, slot: usize) {
+        if let Some(s) = self.seqs.get_mut(slot) {
+            s.cached = 0;
+        }
+    }
+
+    /// Tokens slot `slot` holds.
+    pub fn cached(&self, slot: usize) -> usize {
+        self.seqs.get(slot).map_or(0, |s| s.cached)
+    }
+
+    /// Forgets the tokens of slot 0 (the next call starts at position 0).
+    pub fn clear(&mut self) {
+        self.reset(0);
+    }
+
+    /// Slot 0, for one sequence at a time: several tokens are a prompt (see [`Self::prompt`]), one
+    /// token a decoding step. Returns the logits of the last token.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        if tokens.is_empty() {
+        self.ensure_slots(1);
+        match tokens {
+            [one] if self.seqs[0].cached > 0 => self.decode(&[(0, *one)]),
+            _ => self.prompt(0, tokens),
+        }
+    }
+
+    /// Feeds a prompt's `tokens` to slot `slot` after the tokens it holds; returns the logits of
+    /// the last.
+    pub fn prompt(&mut self, slot: usize, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.check(slot, tokens.len())?;
+        let d = self.dim;
+        let mut last = Vec::new();
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            let rows: Vec<(usize, u32)> = chunk.iter().map(|&t| (slot, t)).collect();
+            let x = self.layers(&rows, Pass::Prompt)?;
+            last = x[(chunk.len() - 1) * d..].to_vec();
+        }
+        let h = rms_norm_rows(&last, &self.norm, d, self.eps);
+        self.output.forward(h, 1, d, Pass::Decode)
+    }
+
+    /// One decoding step for several sequences: token `t` appended to slot `s` for each `(s, t)`
+    /// (each slot at most once). Returns the logits, `steps.len() x vocab`, in the order given.
+    pub fn decode(&mut self, steps: &[(usize, u32)]) -> Result<Vec<f32>> {
+        for (i, &(slot, _)) in steps.iter().enumerate() {
+            if steps[..i].iter().any(|&(s, _)| s == slot) {
+                return Err(LlmError::Unsupported(format!(
+                    "slot {slot} given twice in one decoding step"
+                )));
+            }
+            self.check(slot, 1)?;
+        }
+        let d = self.dim;
+        let x = self.layers(steps, Pass::Decode)?;
+        let h = rms_norm_rows(&x, &self.norm, d, self.eps);
+        self.output.forward(h, steps.len(), d, Pass::Decode)
+    }
+
+    fn check(&self, slot: usize, tokens: usize) -> Result<()> {
+        if tokens == 0 {
             return Err(LlmError::Unsupported(
                 "a forward pass needs at least one token".into(),
             ));
         }
-        if self.cached + tokens.len() > self.context {
+        let Some(seq) = self.seqs.get(slot) else {
+            return Err(LlmError::Unsupported(format!(
+                "slot {slot} of {} used",
+                self.seqs.len()
+            )));
+        };
+        if seq.cached + tokens > self.context {
             return Err(LlmError::ContextOverflow {
-                prompt: self.cached + tokens.len(),
+                prompt: seq.cached + tokens,
                 context: self.context,
             });
         }
-        let mut logits = Vec::new();
-        for chunk in tokens.chunks(PREFILL_CHUNK) {
-            logits = self.forward_chunk(chunk)?;
-        }
-        Ok(logits)
-    }
-
-    fn forward_chunk(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let (m, d) = (tokens.len(), self.dim);
-        let x = self.layers_chunk(tokens)?;
-        let last = rms_norm_rows(&x[(m - 1) * d..], &self.norm, d, self.eps);
-        self.output.forward(last, 1, d)
+        Ok(())
     }
 
     /// Width of the hidden states.
@@ -340,43 +458,37 @@ impl Llama {
     }
 
     /// The mean over `tokens` of the final (normalised) hidden states, the input of the output
-    /// projection: a text embedding from a decoder model. Starts from an empty cache and leaves it
+    /// projection: a text embedding from a decoder model. Uses slot 0 from empty and leaves it
     /// empty.
     pub fn mean_hidden_state(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        if tokens.is_empty() {
-            return Err(LlmError::Unsupported(
-                "a forward pass needs at least one token".into(),
-            ));
-        }
-        if tokens.len() > self.context {
-            return Err(LlmError::ContextOverflow {
-                prompt: tokens.len(),
-                context: self.context,
-            });
-        }
-        self.clear();
+        self.ensure_slots(1);
+        self.reset(0);
+        self.check(0, tokens.len())?;
         let d = self.dim;
         let mut sum = vec![0f32; d];
         let result = tokens.chunks(PREFILL_CHUNK).try_for_each(|chunk| {
-            let x = self.layers_chunk(chunk)?;
+            let rows: Vec<(usize, u32)> = chunk.iter().map(|&t| (0, t)).collect();
+            let x = self.layers(&rows, Pass::Prompt)?;
             for row in rms_norm_rows(&x, &self.norm, d, self.eps).chunks_exact(d) {
                 sum.iter_mut().zip(row).for_each(|(s, r)| *s += r);
             }
             Ok::<_, LlmError>(())
         });
-        self.clear();
+        self.reset(0);
         result?;
         let n = tokens.len() as f32;
         Ok(sum.into_iter().map(|s| s / n).collect())
     }
 
-    /// Runs the layers over `tokens` after the cached ones; returns the residual stream (m x dim).
-    fn layers_chunk(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let (m, d) = (tokens.len(), self.dim);
+    /// Runs the layers over `rows` (slot, token): each token goes after its slot's cached ones
+    /// and those earlier in `rows`. Returns the residual stream (rows x dim).
+    fn layers(&mut self, rows: &[(usize, u32)], pass: Pass) -> Result<Vec<f32>> {
+        let (m, d) = (rows.len(), self.dim);
         let kv_dim = self.n_kv_head * self.head_dim;
-        let pos = self.cached;
         let mut x = Vec::with_capacity(m * d);
-        for &t in tokens {
+        // Each row's position: its slot's cached tokens plus the slot's rows before it.
+        let mut positions = Vec::with_capacity(m);
+        for (i, &(slot, t)) in rows.iter().enumerate() {
             let t = t as usize;
             if t >= self.vocab {
                 return Err(LlmError::Tokenizer(format!(
@@ -385,7 +497,12 @@ impl Llama {
                 )));
             }
             x.extend_from_slice(&self.embeddings[t * d..(t + 1) * d]);
+            let before = rows[..i].iter().filter(|r| r.0 == slot).count();
+            positions.push(self.seqs[slot].cached + before);
         }
+        // One query chunk of one sequence: attention by gemm products.
+        let one_sequence = rows.iter().all(|r| r.0 == rows[0].0);
+        let by_products = pass == Pass::Prompt && one_sequence && m >= DENSE_MIN_ROWS;
         let (n_head, n_kv_head, head_dim, ff, eps) = (
             self.n_head,
             self.n_kv_head,
@@ -395,19 +512,23 @@ impl Llama {
         );
         let group = n_head / n_kv_head;
         let half = head_dim / 2;
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        for layer in &mut self.layers {
+        let shape = AttentionShape {
+            dim: d,
+            group,
+            head_dim,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+        };
+        for (li, layer) in self.layers.iter().enumerate() {
             // Attention.
             let h = rms_norm_rows(&x, &layer.attn_norm, d, eps);
-            let qkv = layer.qkv.forward(h, m, d)?;
+            let qkv = layer.qkv.forward(h, m, d, pass)?;
             let width = d + 2 * kv_dim;
             let mut q = vec![0f32; m * d];
-            layer
-                .cache
-                .reserve(n_kv_head, head_dim, pos, pos + m, self.context);
-            for i in 0..m {
+            for (i, &(slot, _)) in rows.iter().enumerate() {
+                let cache = &mut self.seqs[slot].caches[li];
+                let p = positions[i];
+                cache.reserve(n_kv_head, head_dim, p, p + 1, self.context);
                 let row = &qkv[i * width..(i + 1) * width];
-                let p = pos + i;
                 let (cos, sin) = (
                     &self.rope_cos[p * half..(p + 1) * half],
                     &self.rope_sin[p * half..(p + 1) * half],
@@ -418,115 +539,236 @@ impl Llama {
                     rope(head, cos, sin);
                 }
                 for h in 0..n_kv_head {
-                    let (a, b) = layer.cache.row(h, p, head_dim);
+                    let (a, b) = cache.row(h, p, head_dim);
                     let k = &row[d + h * head_dim..d + (h + 1) * head_dim];
-                    layer.cache.k[a..b].copy_from_slice(k);
-                    rope(&mut layer.cache.k[a..b], cos, sin);
+                    cache.k[a..b].copy_from_slice(k);
+                    rope(&mut cache.k[a..b], cos, sin);
                     let v = &row[d + kv_dim + h * head_dim..d + kv_dim + (h + 1) * head_dim];
-                    layer.cache.v[a..b].copy_from_slice(v);
+                    cache.v[a..b].copy_from_slice(v);
                 }
             }
-            let cache = &layer.cache;
-            // Tasks: (query token, key/value head, span of positions). The query heads sharing a
-            // key/value head (grouped-query attention) are scored together, so each cached row is
-            // read once per token; a long context is split into spans so both cores work on it.
-            let mut tasks = Vec::new();
-            for i in 0..m {
-                let len = pos + i + 1;
-                for kvh in 0..n_kv_head {
-                    for start in (0..len).step_by(ATTENTION_SPAN) {
-                        tasks.push((i, kvh, start, (start + ATTENTION_SPAN).min(len)));
-                    }
-                }
-            }
-            let slots: Vec<std::sync::OnceLock<Partial>> =
-                tasks.iter().map(|_| std::sync::OnceLock::new()).collect();
-            let attend = |&(i, kvh, start, end): &(usize, usize, usize, usize)| {
-                let qs = &q[i * d + kvh * group * head_dim..][..group * head_dim];
-                let n = end - start;
-                let mut scores = vec![0f32; group * n];
-                let (k0, _) = cache.row(kvh, start, head_dim);
-                let keys = &cache.k[k0..k0 + n * head_dim];
-                for (t, k) in keys.chunks_exact(head_dim).enumerate() {
-                    for (g, qh) in qs.chunks_exact(head_dim).enumerate() {
-                        scores[g * n + t] = dot(qh, k) * scale;
-                    }
-                }
-                let mut part = Partial {
-                    max: vec![0f32; group],
-                    sum: vec![0f32; group],
-                    acc: vec![0f32; group * head_dim],
-                };
-                for (g, row) in scores.chunks_exact_mut(n).enumerate() {
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut total = 0.0;
-                    for s in row.iter_mut() {
-                        *s = (*s - max).exp();
-                        total += *s;
-                    }
-                    part.max[g] = max;
-                    part.sum[g] = total;
-                }
-                let values = &cache.v[k0..k0 + n * head_dim];
-                for (t, v) in values.chunks_exact(head_dim).enumerate() {
-                    for (g, acc) in part.acc.chunks_exact_mut(head_dim).enumerate() {
-                        axpy(acc, scores[g * n + t], v);
-                    }
-                }
-                part
+            let att = if by_products {
+                let cache = &self.seqs[rows[0].0].caches[li];
+                attend_prompt(&q, cache, positions[0], m, n_kv_head, shape)
+            } else {
+                let caches: Vec<&KvCache> = rows
+                    .iter()
+                    .map(|&(slot, _)| &self.seqs[slot].caches[li])
+                    .collect();
+                attend_spans(&q, &caches, &positions, n_kv_head, shape)
             };
-            // On candle's barrier pool, like the matrix products: its workers are already awake.
-            candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
-                for t in range {
-                    let _ = slots[t].set(attend(&tasks[t]));
-                }
-            });
-            let partials: Vec<Partial> = slots
-                .into_iter()
-                .map(|s| s.into_inner().expect("every attention task ran"))
-                .collect();
-            // Merge the spans of each (token, key/value head), in order.
-            let mut att = vec![0f32; m * d];
-            let mut task = 0;
-            while task < tasks.len() {
-                let (i, kvh, _, _) = tasks[task];
-                let mut end = task;
-                while end < tasks.len() && tasks[end].0 == i && tasks[end].1 == kvh {
-                    end += 1;
-                }
-                for g in 0..group {
-                    let max = partials[task..end]
-                        .iter()
-                        .map(|p| p.max[g])
-                        .fold(f32::NEG_INFINITY, f32::max);
-                    let out = &mut att[i * d + (kvh * group + g) * head_dim..][..head_dim];
-                    let mut total = 0.0;
-                    for p in &partials[task..end] {
-                        let w = (p.max[g] - max).exp();
-                        total += w * p.sum[g];
-                        axpy(out, w, &p.acc[g * head_dim..(g + 1) * head_dim]);
-                    }
-                    let inv = 1.0 / total;
-                    out.iter_mut().for_each(|o| *o *= inv);
-                }
-                task = end;
-            }
-            let o = layer.wo.forward(att, m, d)?;
+            let o = layer.wo.forward(att, m, d, pass)?;
             x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
 
             // Feed-forward (SwiGLU).
             let h = rms_norm_rows(&x, &layer.ffn_norm, d, eps);
-            let gu = layer.gate_up.forward(h, m, d)?;
+            let gu = layer.gate_up.forward(h, m, d, pass)?;
             let mut act = Vec::with_capacity(m * ff);
             for row in gu.chunks_exact(2 * ff) {
                 let (g, u) = row.split_at(ff);
-                act.extend(g.iter().zip(u).map(|(g, u)| g / (1.0 + (-g).exp()) * u));
+                act.extend(g.iter().zip(u).map(|(g, u)| g / (1.0 + exp(-g)) * u));
             }
-            let down = layer.down.forward(act, m, ff)?;
+            let down = layer.down.forward(act, m, ff, pass)?;
             x.iter_mut().zip(&down).for_each(|(x, y)| *x += y);
         }
-        self.cached = pos + m;
+        for &(slot, _) in rows {
+            self.seqs[slot].cached += 1;
+        }
         Ok(x)
+    }
+}
+
+/// The attention geometry every kernel below needs.
+#[derive(Clone, Copy)]
+struct AttentionShape {
+    /// Width of a token's queries (all heads).
+    dim: usize,
+    /// Query heads per key/value head.
+    group: usize,
+    head_dim: usize,
+    scale: f32,
+}
+
+/// Attention of one sequence's `m` consecutive tokens from `pos` on, whose keys and values are in
+/// `cache` already: per query head and block of rows, scores = Q·Kᵀ over the positions the block
+/// sees, a causal softmax per row, out = P·V (gemm). Returns `m x dim`.
+fn attend_prompt(
+    q: &[f32],
+    cache: &KvCache,
+    pos: usize,
+    m: usize,
+    n_kv_head: usize,
+    shape: AttentionShape,
+) -> Vec<f32> {
+    let AttentionShape {
+        dim,
+        group,
+        head_dim,
+        scale,
+    } = shape;
+    let tasks: Vec<(usize, usize)> = (0..n_kv_head * group)
+        .flat_map(|h| (0..m).step_by(PROMPT_ATTENTION_ROWS).map(move |r| (h, r)))
+        .collect();
+    let blocks: Vec<(usize, usize, Vec<f32>)> = tasks
+        .into_par_iter()
+        .map_init(Vec::new, |scores: &mut Vec<f32>, (h, r0)| {
+            let rows = PROMPT_ATTENTION_ROWS.min(m - r0);
+            // The block's last row sees positions 0..pos + r0 + rows.
+            let seen = pos + r0 + rows;
+            let (k0, _) = cache.row(h / group, 0, head_dim);
+            let keys = &cache.k[k0..k0 + seen * head_dim];
+            let values = &cache.v[k0..k0 + seen * head_dim];
+            scores.clear();
+            scores.resize(rows * seen, 0.0);
+            gemm_product(
+                MatMut::new(scores, rows, seen, seen),
+                MatRef::new(&q[r0 * dim + h * head_dim..], rows, head_dim, dim, 1),
+                MatRef::new(keys, head_dim, seen, 1, head_dim),
+                scale,
+                false,
+                gemm::Parallelism::None,
+            );
+            for (i, row) in scores.chunks_exact_mut(seen).enumerate() {
+                let len = pos + r0 + i + 1;
+                softmax(&mut row[..len]);
+                row[len..].fill(0.0);
+            }
+            let mut out = vec![0f32; rows * head_dim];
+            gemm_product(
+                MatMut::new(&mut out, rows, head_dim, head_dim),
+                MatRef::new(scores, rows, seen, seen, 1),
+                MatRef::new(values, seen, head_dim, head_dim, 1),
+                1.0,
+                false,
+                gemm::Parallelism::None,
+            );
+            (h, r0, out)
+        })
+        .collect();
+    let mut att = vec![0f32; m * dim];
+    for (h, r0, out) in blocks {
+        for (i, o) in out.chunks_exact(head_dim).enumerate() {
+            att[(r0 + i) * dim + h * head_dim..][..head_dim].copy_from_slice(o);
+        }
+    }
+    att
+}
+
+/// Attention of single tokens, each from its own sequence's cache (`caches[i]`, `positions[i]`).
+/// Tasks: (token, key/value head, span of positions); the query heads sharing a key/value head
+/// (grouped-query attention) are scored together, so each cached row is read once per token; a
+/// long context is split into spans so both cores work on it, merged flash-decoding style.
+fn attend_spans(
+    q: &[f32],
+    caches: &[&KvCache],
+    positions: &[usize],
+    n_kv_head: usize,
+    shape: AttentionShape,
+) -> Vec<f32> {
+    let AttentionShape {
+        dim,
+        group,
+        head_dim,
+        ..
+    } = shape;
+    let m = positions.len();
+    let mut tasks = Vec::new();
+    for (i, &p) in positions.iter().enumerate() {
+        let len = p + 1;
+        for kvh in 0..n_kv_head {
+            for start in (0..len).step_by(ATTENTION_SPAN) {
+                tasks.push((i, kvh, start, (start + ATTENTION_SPAN).min(len)));
+            }
+        }
+    }
+    let slots: Vec<std::sync::OnceLock<Partial>> =
+        tasks.iter().map(|_| std::sync::OnceLock::new()).collect();
+    let attend = |&(i, kvh, start, end): &(usize, usize, usize, usize)| {
+        let cache = caches[i];
+        let (k0, _) = cache.row(kvh, start, head_dim);
+        let n = end - start;
+        let mut part = Partial {
+            max: vec![0f32; group],
+            sum: vec![0f32; group],
+            acc: vec![0f32; group * head_dim],
+        };
+        attend_span(
+            &q[i * dim + kvh * group * head_dim..][..group * head_dim],
+            &cache.k[k0..k0 + n * head_dim],
+            &cache.v[k0..k0 + n * head_dim],
+            shape,
+            &mut part,
+        );
+        part
+    };
+    // On candle's barrier pool, like the matrix products: its workers are already awake.
+    candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
+        for t in range {
+            let _ = slots[t].set(attend(&tasks[t]));
+        }
+    });
+    let partials: Vec<Partial> = slots
+        .into_iter()
+        .map(|s| s.into_inner().expect("every attention task ran"))
+        .collect();
+    // Merge the spans of each (token, key/value head), in order.
+    let mut att = vec![0f32; m * dim];
+    let mut task = 0;
+    while task < tasks.len() {
+        let (i, kvh, _, _) = tasks[task];
+        let mut end = task;
+        while end < tasks.len() && tasks[end].0 == i && tasks[end].1 == kvh {
+            end += 1;
+        }
+        for g in 0..group {
+            let max = partials[task..end]
+                .iter()
+                .map(|p| p.max[g])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let out = &mut att[i * dim + (kvh * group + g) * head_dim..][..head_dim];
+            let mut total = 0.0;
+            for p in &partials[task..end] {
+                let w = (p.max[g] - max).exp();
+                total += w * p.sum[g];
+                axpy(out, w, &p.acc[g * head_dim..(g + 1) * head_dim]);
+            }
+            let inv = 1.0 / total;
+            out.iter_mut().for_each(|o| *o *= inv);
+        }
+        task = end;
+    }
+    att
+}
+
+/// One span of a token's attention for a group of query heads (`queries`: group x head_dim) over
+/// `keys` and `values` (n x head_dim), kept unnormalised in `part`.
+fn attend_span(
+    queries: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    shape: AttentionShape,
+    part: &mut Partial,
+) {
+    let (group, head_dim) = (shape.group, shape.head_dim);
+    let n = keys.len() / head_dim;
+    let mut scores = vec![0f32; group * n];
+    for (t, k) in keys.chunks_exact(head_dim).enumerate() {
+        for (g, qh) in queries.chunks_exact(head_dim).enumerate() {
+            scores[g * n + t] = dot(qh, k) * shape.scale;
+        }
+    }
+    for (g, row) in scores.chunks_exact_mut(n).enumerate() {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for s in row.iter_mut() {
+            *s = exp(*s - max);
+        }
+        part.max[g] = max;
+        part.sum[g] = trialforge_kernels::sum(row);
+    }
+    for (t, v) in values.chunks_exact(head_dim).enumerate() {
+        for (g, acc) in part.acc.chunks_exact_mut(head_dim).enumerate() {
+            axpy(acc, scores[g * n + t], v);
+        }
     }
 }
 
@@ -554,17 +796,18 @@ fn rope(head: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// Dot product with eight running sums over fixed-size chunks, so the compiler keeps them in one
+/// Dot product with a running sum per lane over fixed-size chunks, so the compiler keeps them in one
 /// vector register (a single running sum must be added in order and does not vectorise).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; 8];
-    let whole = n / 8 * 8;
-    for c in (0..whole).step_by(8) {
-        let x: &[f32; 8] = a[c..c + 8].try_into().expect("8 floats");
-        let y: &[f32; 8] = b[c..c + 8].try_into().expect("8 floats");
-        for j in 0..8 {
+    let mut acc = [0f32; LANES];
+    let whole = n / LANES * LANES;
+    for c in (0..whole).step_by(LANES) {
+        let x: &[f32; LANES] = a[c..c + LANES].try_into().expect("a lane's floats");
+        let y: &[f32; LANES] = b[c..c + LANES].try_into().expect("a lane's floats");
+        for j in 0..LANES {
             acc[j] += x[j] * y[j];
         }
     }
@@ -573,6 +816,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `out += w * v`.
+#[inline(always)]
 fn axpy(out: &mut [f32], w: f32, v: &[f32]) {
     for (o, v) in out.iter_mut().zip(v) {
         *o += w * v;

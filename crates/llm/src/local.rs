@@ -2,7 +2,6 @@
 //! decoded by candle on the CPU.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
 use candle_core::quantized::tokenizer::TokenizerFromGguf;
@@ -11,9 +10,11 @@ use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::Tokenizer;
 
+use std::sync::{Arc, Mutex};
+
+use crate::engine::Decoding;
 use crate::llama::Llama;
-use crate::sampling::{apply_repeat_penalty, Sampler};
-use crate::{ChatMessage, ChatModel, Completion, FinishReason, LlmError, Result, SamplingParams};
+use crate::{ChatMessage, ChatModel, Completion, LlmError, Result, SamplingParams};
 
 /// The longest context served: the rotary table and the KV cache grow with it.
 const MAX_CONTEXT: usize = 32_768;
@@ -29,8 +30,8 @@ const END_OF_TURN: [&str; 5] = [
 
 #[derive(Clone, Debug)]
 pub struct LocalOptions {
-    /// Re-quantise 4/5-bit weights to Q8_0 at load: candle has SIMD kernels for Q8_0 but not
-    /// Q4_1, so decoding is faster at the cost of a second at load and more memory.
+    /// Re-quantise Q4_0/Q5_0/Q5_1 weights to Q8_0 at load (our kernels read Q4_1 and Q8_0; the
+    /// others go through candle's slower products), at the cost of a second at load and memory.
     pub requantize_q8: bool,
     /// A `tokenizer.json` to use instead of the tokenizer in the GGUF metadata.
     pub tokenizer_json: Option<PathBuf>,
@@ -47,16 +48,30 @@ impl Default for LocalOptions {
 
 pub struct LocalGguf {
     model: Llama,
+    format: Arc<ChatFormat>,
+}
+
+/// What turns messages into tokens and tokens into text for one model: the tokenizer, the chat
+/// template, the stop tokens, the grammar compiler. Shared by every handle of a batched engine.
+pub(crate) struct ChatFormat {
     /// llguidance's view of the vocabulary, built on first constrained request.
-    guidance: Option<std::sync::Arc<llguidance::ParserFactory>>,
+    guidance: Mutex<Option<Arc<llguidance::ParserFactory>>>,
     vocab_size: usize,
     tokenizer: Tokenizer,
     template: String,
     bos_token: String,
     eos_token: String,
-    stop_ids: Vec<u32>,
+    pub stop_ids: Vec<u32>,
     context_len: usize,
-    id: String,
+    pub id: String,
+}
+
+/// A chat request made ready for decoding: the prompt's tokens and, for a JSON Schema, the matcher
+/// that masks the tokens the schema does not allow.
+pub(crate) struct PreparedRequest {
+    pub prompt_ids: Vec<u32>,
+    pub params: SamplingParams,
+    pub matcher: Option<llguidance::Matcher>,
 }
 
 /// A llama-family GGUF file opened: the weights, the tokenizer (SmolLM's digit splitting fixed), and
@@ -173,24 +188,41 @@ impl LocalGguf {
             .map_or(tokenizer.get_vocab_size(true), Vec::len);
         Ok(LocalGguf {
             model,
-            guidance: None,
-            vocab_size,
-            tokenizer,
-            template,
-            bos_token,
-            eos_token,
-            stop_ids,
-            context_len,
-            id,
+            format: Arc::new(ChatFormat {
+                guidance: Mutex::new(None),
+                vocab_size,
+                tokenizer,
+                template,
+                bos_token,
+                eos_token,
+                stop_ids,
+                context_len,
+                id,
+            }),
         })
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
+        &self.format.tokenizer
     }
 
     /// The prompt text the model's own chat template makes of `messages`.
     pub fn render_prompt(&self, messages: &[ChatMessage]) -> Result<String> {
+        self.format.render_prompt(messages)
+    }
+
+    /// Moves the model to a decoding thread with `slots` sequence slots and returns a chat handle
+    /// on it (clone it for each worker thread): requests made at the same time are decoded
+    /// together, one forward pass per token for all of them (continuous batching: a finished
+    /// sequence's slot takes the next waiting request). A sequence's tokens do not depend on which
+    /// others share its steps.
+    pub fn into_batched(self, slots: usize) -> crate::engine::BatchedLocal {
+        crate::engine::start(self.model, self.format, slots)
+    }
+}
+
+impl ChatFormat {
+    fn render_prompt(&self, messages: &[ChatMessage]) -> Result<String> {
         let mut env = minijinja::Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
@@ -217,8 +249,11 @@ impl LocalGguf {
     }
 
     /// The llguidance parser factory over this model's vocabulary (built once).
-    fn guidance(&mut self) -> Result<std::sync::Arc<llguidance::ParserFactory>> {
-        if let Some(f) = &self.guidance {
+    fn guidance(&self) -> Result<Arc<llguidance::ParserFactory>> {
+        let mut built = self.guidance.lock().map_err(|_| {
+            LlmError::Constraint("the grammar compiler was poisoned by a panic".into())
+        })?;
+        if let Some(f) = &*built {
             return Ok(f.clone());
         }
         let err = |e: String| LlmError::Constraint(e);
@@ -236,8 +271,8 @@ impl LocalGguf {
         let mut factory =
             llguidance::ParserFactory::new_simple(&env).map_err(|e| err(e.to_string()))?;
         factory.quiet();
-        let f = std::sync::Arc::new(factory);
-        self.guidance = Some(f.clone());
+        let f = Arc::new(factory);
+        *built = Some(f.clone());
         Ok(f)
     }
 
@@ -249,20 +284,15 @@ impl LocalGguf {
             .get_ids()
             .to_vec())
     }
-}
 
-impl ChatModel for LocalGguf {
-    fn model_id(&self) -> &str {
-        &self.id
-    }
-
-    fn chat_json(
-        &mut self,
+    /// The prompt's tokens and the schema's matcher, checked against the context length.
+    pub fn prepare(
+        &self,
         messages: &[ChatMessage],
         params: &SamplingParams,
         schema: Option<&serde_json::Value>,
-    ) -> Result<Completion> {
-        let mut matcher = match schema {
+    ) -> Result<PreparedRequest> {
+        let matcher = match schema {
             Some(schema) => {
                 let factory = self.guidance()?;
                 let grammar = llguidance::api::TopLevelGrammar::from_json_schema(schema.clone());
@@ -284,64 +314,44 @@ impl ChatModel for LocalGguf {
                 context: self.context_len,
             });
         }
-        let mut sampler = Sampler::new(params);
-
-        self.model.clear();
-        let started = Instant::now();
-        let mut logits = self.model.forward(&prompt_ids)?;
-        let prefill_seconds = started.elapsed().as_secs_f64();
-
-        let decode_started = Instant::now();
-        let mut generated: Vec<u32> = Vec::new();
-        let mut finish_reason = FinishReason::Length;
-        while generated.len() < params.max_tokens {
-            if params.repeat_penalty != 1.0 && !generated.is_empty() {
-                let start = generated.len().saturating_sub(params.repeat_last_n);
-                apply_repeat_penalty(&mut logits, params.repeat_penalty, &generated[start..]);
-            }
-            if let Some(m) = matcher.as_mut() {
-                // Only tokens that keep the output a valid prefix of a schema-conforming document.
-                let mask = m
-                    .compute_mask()
-                    .map_err(|e| LlmError::Constraint(e.to_string()))?;
-                for (i, x) in logits.iter_mut().enumerate() {
-                    if !mask.is_allowed(i as u32) {
-                        *x = f32::NEG_INFINITY;
-                    }
-                }
-            }
-            let next = sampler.sample(&logits);
-            if self.stop_ids.contains(&next) {
-                finish_reason = FinishReason::Stop;
-                break;
-            }
-            generated.push(next);
-            if let Some(m) = matcher.as_mut() {
-                m.consume_token(next)
-                    .map_err(|e| LlmError::Constraint(e.to_string()))?;
-                // The matcher stops right after the document's last token: keep that token, stop.
-                if m.is_stopped() {
-                    finish_reason = FinishReason::Stop;
-                    break;
-                }
-            }
-            if generated.len() == params.max_tokens {
-                break;
-            }
-            logits = self.model.forward(&[next])?;
-        }
-        let text = self
-            .tokenizer
-            .decode(&generated, true)
-            .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
-        Ok(Completion {
-            text: text.trim().to_string(),
-            finish_reason,
-            prompt_tokens: prompt_ids.len(),
-            completion_tokens: generated.len(),
-            prefill_seconds,
-            decode_seconds: decode_started.elapsed().as_secs_f64(),
-            cached: false,
+        Ok(PreparedRequest {
+            prompt_ids,
+            params: params.clone(),
+            matcher,
         })
+    }
+
+    /// The text of generated tokens.
+    pub fn decode_text(&self, tokens: &[u32]) -> Result<String> {
+        Ok(self
+            .tokenizer
+            .decode(tokens, true)
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))?
+            .trim()
+            .to_string())
+    }
+}
+
+impl ChatModel for LocalGguf {
+    fn model_id(&self) -> &str {
+        &self.format.id
+    }
+
+    fn chat_json(
+        &mut self,
+        messages: &[ChatMessage],
+        params: &SamplingParams,
+        schema: Option<&serde_json::Value>,
+    ) -> Result<Completion> {
+        let request = self.format.prepare(messages, params, schema)?;
+        self.model.ensure_slots(1);
+        let mut seq = Decoding::start(&mut self.model, 0, request)?;
+        loop {
+            if let Some(reason) = seq.advance(&self.format.stop_ids)? {
+                return seq.finish(reason, &self.format);
+            }
+            let logits = self.model.decode(&[(0, seq.last_token())])?;
+            seq.set_logits(logits);
+        }
     }
 }

@@ -96,12 +96,13 @@ fn schema_constrained_output_is_valid_json_of_that_schema() {
     assert!((1..=1000).contains(&n));
 }
 
-/// The hand-written forward pass against candle's `quantized_llama` on the same weights. On a short
-/// prompt the logits are equal to the bit. On a longer one they drift apart a little: the quantised
-/// products round every activation to 8 bits, so a last-bit difference (cos/sin of a rotary angle
-/// computed 1 ulp apart moves the mean logit by ~0.15 here) can flip a rounding step and travel
-/// through 30 layers. So: bit-equal at 4 tokens; then, for 12 greedy steps, the same token, at
-/// least 4 of the same top-5, and logits close on average (the 1-ulp experiment's scale).
+/// The hand-written forward pass against candle's `quantized_llama` on the same weights. They are not
+/// equal to the bit: candle rounds every activation to 8 bits, our prompt route multiplies floats
+/// (gemm) and both use their own exp, and a last-bit difference (cos/sin of a rotary angle computed
+/// 1 ulp apart moves the mean logit by ~0.15 here) can flip a rounding step and travel through 30
+/// layers. So, at 4 tokens (integer route) and for 12 greedy steps after a long prompt (float
+/// route, then decoding): the same token, at least 4 of the same top-5, and logits close on
+/// average (the 1-ulp experiment's scale; measured here: mean 0.09 to 0.48).
 #[test]
 fn own_forward_matches_candles_llama() {
     use candle_core::quantized::gguf_file;
@@ -153,7 +154,15 @@ fn own_forward_matches_candles_llama() {
         .unwrap()
         .to_vec1()
         .unwrap();
-    assert_eq!(short, reference);
+    let gap = |a: &[f32], b: &[f32]| {
+        let diffs = a.iter().zip(b).map(|(x, y)| (x - y).abs());
+        let max = diffs.clone().fold(0f32, f32::max);
+        (diffs.sum::<f32>() / a.len() as f32, max)
+    };
+    let (mean, max) = gap(&short, &reference);
+    eprintln!("4 tokens: mean {mean}, max {max}");
+    assert!(mean < 0.6 && max < 2.0, "4 tokens: mean {mean}, max {max}");
+    assert_eq!(argmax(&short), argmax(&reference));
     ours.clear();
     theirs.clear_kv_cache();
 
@@ -170,12 +179,8 @@ fn own_forward_matches_candles_llama() {
         .to_vec1()
         .unwrap();
     for step in 0..12 {
-        let mean = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32;
-        let max = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let (mean, max) = gap(&a, &b);
+        eprintln!("step {step}: mean {mean}, max {max}");
         assert!(
             mean < 0.6 && max < 2.0,
             "step {step}: mean {mean}, max {max}"
@@ -238,4 +243,74 @@ fn llm_hidden_states_embed_texts() {
     assert_eq!(enc.encode(&texts[2..3]).unwrap()[0], v[2]);
     let (close, far) = (cosine(&v[0], &v[1]), cosine(&v[0], &v[2]));
     assert!(close > far, "paraphrase {close} vs unrelated {far}");
+}
+
+/// Requests decoded together (three worker threads, two slots: the third waits for a free slot, as
+/// continuous batching does) get exactly the tokens each gets alone: greedy, seeded sampling, and
+/// JSON-Schema-constrained decoding.
+#[test]
+fn batched_decoding_gives_each_request_its_tokens_alone() {
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {"drug": {"type": "string"}, "phase": {"type": "integer"}},
+        "required": ["drug", "phase"]
+    });
+    let requests: Vec<(Vec<ChatMessage>, SamplingParams, Option<serde_json::Value>)> = vec![
+        (
+            vec![ChatMessage::user(
+                "Describe a phase 2 trial of metformin in two sentences.",
+            )],
+            SamplingParams {
+                max_tokens: 40,
+                ..Default::default()
+            },
+            None,
+        ),
+        (
+            vec![ChatMessage::user("Name three drugs used for asthma.")],
+            SamplingParams {
+                temperature: 0.9,
+                top_p: Some(0.95),
+                max_tokens: 48,
+                seed: 7,
+                ..Default::default()
+            },
+            None,
+        ),
+        (
+            vec![ChatMessage::user("Give a drug and a trial phase as JSON.")],
+            SamplingParams {
+                max_tokens: 40,
+                ..Default::default()
+            },
+            Some(schema),
+        ),
+    ];
+    let mut alone = model();
+    let want: Vec<_> = requests
+        .iter()
+        .map(|(m, p, s)| alone.chat_json(m, p, s.as_ref()).unwrap())
+        .collect();
+    for slots in [2, 3] {
+        let handle = model().into_batched(slots);
+        let got: Vec<_> = std::thread::scope(|scope| {
+            let workers: Vec<_> = requests
+                .iter()
+                .map(|(m, p, s)| {
+                    let mut h = handle.clone();
+                    scope.spawn(move || h.chat_json(m, p, s.as_ref()))
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap().unwrap())
+                .collect()
+        });
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.text, w.text, "{slots} slots");
+            assert_eq!(g.completion_tokens, w.completion_tokens);
+            assert_eq!(g.finish_reason, w.finish_reason);
+        }
+    }
+    assert!(want[2].text.starts_with('{'), "{}", want[2].text);
 }

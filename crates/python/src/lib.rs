@@ -358,15 +358,22 @@ fn generate(
                 "timeout",
                 "max_retries",
                 "concurrency",
+                "batch",
                 "exclude_split",
             ],
         )?;
         let mut req = GenerateRequest::new(PathBuf::from(&corpus), n, PathBuf::from(&out));
         req.backend = match backend.as_str() {
-            "local" => Backend::Local(LlmChoice {
-                path: opt_str(&o, "llm")?.map(PathBuf::from),
-                no_requantize: false,
-            }),
+            "local" => Backend::Local {
+                llm: LlmChoice {
+                    path: opt_str(&o, "llm")?.map(PathBuf::from),
+                    no_requantize: false,
+                },
+                batch: opt_u64(&o, "batch")?
+                    .map_or(trialforge_core::generate::DEFAULT_LOCAL_BATCH, |b| {
+                        b as usize
+                    }),
+            },
             "openai" => Backend::OpenAi(OpenAiBackend {
                 base_url: opt_str(&o, "base_url")?
                     .unwrap_or_else(|| "https://api.openai.com/v1".into()),

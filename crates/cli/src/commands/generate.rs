@@ -49,6 +49,11 @@ pub struct GenerateArgs {
     /// run in order; cells run side by side). Results are still judged and written in plan order.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// With --backend local: cells drafted side by side, their tokens decoded together in one
+    /// forward pass per step (continuous batching). The trials are the same for every batch size;
+    /// only the speed changes.
+    #[arg(long, default_value_t = trialforge_core::generate::DEFAULT_LOCAL_BATCH)]
+    pub batch: usize,
     /// Price of prompt tokens, USD per million (for the cost line).
     #[arg(long)]
     pub price_prompt: Option<f64>,
@@ -112,7 +117,10 @@ impl GenerateArgs {
                     self.emit_batch.is_none(),
                     "--emit-batch goes with --backend openai"
                 );
-                Backend::Local(self.model.choice())
+                Backend::Local {
+                    llm: self.model.choice(),
+                    batch: self.batch,
+                }
             }
             "openai" => Backend::OpenAi(OpenAiBackend {
                 base_url: self.base_url.clone(),

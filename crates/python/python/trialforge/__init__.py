@@ -262,7 +262,7 @@ def generate(
     """Retrieval-reasoning generation of ``n`` labelled synthetic trials from the real trials of
     ``corpus`` into ``out`` (JSONL, with the attempt log and the realism gate beside it); as
     ``trialforge generate``, resumable: call it again after an interrupt and it goes on.
-    ``backend``: ``local`` (option ``llm``: a GGUF) or ``openai`` (``base_url``, ``model_name``,
+    ``backend``: ``local`` (options ``llm``: a GGUF, ``batch``: cells decoded together) or ``openai`` (``base_url``, ``model_name``,
     ``api_key_env``, ``structured_output``, ``concurrency``, ...). Other options: ``seed``,
     ``temperature``, ``k``, ``reasons``, ``max_attempts``, ``min_per_label``, ``plan``,
     ``encoder``, ``icd``, ``no_gate``, ``conditions_from_examples``, ``response_cache``,
