@@ -14,7 +14,8 @@ use trialforge_trial::Format;
 pub struct EncoderArgs {
     /// Text encoder: a BERT-family model folder (config.json, tokenizer.json, model.safetensors),
     /// or a llama-family .gguf file, whose final hidden states, averaged over a text's first 256
-    /// tokens, become the embedding (one text at a time: far slower than a BERT encoder)
+    /// tokens, become the embedding (texts batched through the model, still far slower than a BERT
+    /// encoder)
     /// [default: the fetched all-MiniLM-L6-v2].
     #[arg(long, value_name = "DIR|FILE.gguf")]
     pub encoder: Option<PathBuf>,

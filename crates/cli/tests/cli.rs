@@ -383,7 +383,7 @@ fn cladmop_reads_criteria_through_the_gguf_llm_when_asked() {
     let config: Value =
         serde_json::from_str(&std::fs::read_to_string(p("model/config.json")).unwrap()).unwrap();
     let encoder = config["encoder"].as_str().unwrap();
-    assert!(encoder.ends_with(":mean-hidden:256"), "{encoder}");
+    assert!(encoder.ends_with(":mean-hidden:256:batched-1"), "{encoder}");
     // 576-d item embeddings, cached under the LLM's id.
     let caches: Vec<String> = std::fs::read_dir(p("cache"))
         .unwrap()
@@ -392,7 +392,7 @@ fn cladmop_reads_criteria_through_the_gguf_llm_when_asked() {
     assert!(
         caches
             .iter()
-            .any(|f| f.ends_with(":mean-hidden:256.d576.emb")),
+            .any(|f| f.ends_with(":mean-hidden:256:batched-1.d576.emb")),
         "{caches:?}"
     );
 

@@ -43,6 +43,9 @@ const PROMPT_ATTENTION_ROWS: usize = 32;
 enum Pass {
     Prompt,
     Decode,
+    /// Whole texts of several sequences at once (the LLM as an encoder): floats for every product
+    /// and attention by spans whatever the batch, so a text's vector does not depend on its batch.
+    Embed,
 }
 
 struct Layer {
@@ -490,27 +493,39 @@ impl Llama {
         self.dim
     }
 
-    /// The mean over `tokens` of the final (normalised) hidden states, the input of the output
-    /// projection: a text embedding from a decoder model. Uses slot 0 from empty and leaves it
-    /// empty.
-    pub fn mean_hidden_state(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.ensure_slots(1);
-        self.reset(0);
-        self.check(0, tokens.len())?;
+    /// For each of `texts`, the mean over its tokens of the final (normalised) hidden states, the
+    /// input of the output projection: a text embedding from a decoder model. The texts go through
+    /// the layers together, one sequence slot each (emptied before and after), and each text's
+    /// vector is the same whichever texts share its pass.
+    pub fn mean_hidden_states(&mut self, texts: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        self.ensure_slots(texts.len());
+        for (slot, tokens) in texts.iter().enumerate() {
+            self.reset(slot);
+            self.check(slot, tokens.len())?;
+        }
+        let rows: Vec<(usize, u32)> = texts
+            .iter()
+            .enumerate()
+            .flat_map(|(slot, tokens)| tokens.iter().map(move |&t| (slot, t)))
+            .collect();
         let d = self.dim;
-        let mut sum = vec![0f32; d];
-        let result = tokens.chunks(PREFILL_CHUNK).try_for_each(|chunk| {
-            let rows: Vec<(usize, u32)> = chunk.iter().map(|&t| (0, t)).collect();
-            let x = self.layers(&rows, Pass::Prompt)?;
-            for row in rms_norm_rows(&x, &self.norm, d, self.eps).chunks_exact(d) {
-                sum.iter_mut().zip(row).for_each(|(s, r)| *s += r);
-            }
-            Ok::<_, LlmError>(())
-        });
-        self.reset(0);
-        result?;
-        let n = tokens.len() as f32;
-        Ok(sum.into_iter().map(|s| s / n).collect())
+        let result = self.layers(&rows, Pass::Embed);
+        for slot in 0..texts.len() {
+            self.reset(slot);
+        }
+        let normed = rms_norm_rows(&result?, &self.norm, d, self.eps);
+        let mut rows = normed.chunks_exact(d);
+        Ok(texts
+            .iter()
+            .map(|tokens| {
+                let mut sum = vec![0f32; d];
+                for row in rows.by_ref().take(tokens.len()) {
+                    sum.iter_mut().zip(row).for_each(|(s, r)| *s += r);
+                }
+                let n = tokens.len() as f32;
+                sum.into_iter().map(|s| s / n).collect()
+            })
+            .collect())
     }
 
     /// Runs the layers over `rows` (slot, token): each token goes after its slot's cached ones

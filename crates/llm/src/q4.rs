@@ -271,15 +271,7 @@ unsafe fn dots_q8_0_avx2<const N: usize>(
             acc[n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(quads), scale, acc[n]);
         }
     }
-    let mut out = [0f32; N];
-    for n in 0..N {
-        let hi = _mm256_extractf128_ps(acc[n], 1);
-        let sum4 = _mm_add_ps(_mm256_castps256_ps128(acc[n]), hi);
-        let sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
-        let sum1 = _mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1));
-        out[n] = _mm_cvtss_f32(sum1);
-    }
-    out
+    std::array::from_fn(|n| hsum_avx2(acc[n]))
 }
 
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512dq+avx512vl"))]
@@ -384,15 +376,19 @@ unsafe fn dots_avx2<const N: usize>(
             mins[n] += m * x.s;
         }
     }
-    let mut out = [0f32; N];
-    for n in 0..N {
-        let hi = _mm256_extractf128_ps(acc[n], 1);
-        let sum4 = _mm_add_ps(_mm256_castps256_ps128(acc[n]), hi);
-        let sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
-        let sum1 = _mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1));
-        out[n] = _mm_cvtss_f32(sum1) + mins[n];
-    }
-    out
+    std::array::from_fn(|n| hsum_avx2(acc[n]) + mins[n])
+}
+
+/// The sum of a vector's eight lanes, in a fixed order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_avx2(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let hi = _mm256_extractf128_ps(v, 1);
+    let sum4 = _mm_add_ps(_mm256_castps256_ps128(v), hi);
+    let sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
+    let sum1 = _mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1));
+    _mm_cvtss_f32(sum1)
 }
 
 #[cfg(test)]

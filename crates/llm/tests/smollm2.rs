@@ -227,7 +227,7 @@ fn llm_hidden_states_embed_texts() {
     )
     .unwrap();
     assert_eq!(enc.dim(), 576, "SmolLM2-135M's hidden size");
-    assert!(enc.model_id().ends_with(":mean-hidden:64"));
+    assert!(enc.model_id().ends_with(":mean-hidden:64:batched-1"));
     let texts = [
         "Patients with metastatic breast cancer after two lines of chemotherapy.",
         "Women with advanced breast carcinoma previously treated with chemotherapy.",
@@ -239,8 +239,11 @@ fn llm_hidden_states_embed_texts() {
         let norm: f32 = x.iter().map(|a| a * a).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4);
     }
-    // One text alone gives the vector it gets in a batch (each text starts from an empty cache).
+    // The texts go through the model together; a text's vector is the same to the bit alone and in
+    // batches of other sizes and company.
     assert_eq!(enc.encode(&texts[2..3]).unwrap()[0], v[2]);
+    let pair = enc.encode(&[texts[3], texts[1]]).unwrap();
+    assert_eq!((&pair[0], &pair[1]), (&v[3], &v[1]));
     let (close, far) = (cosine(&v[0], &v[1]), cosine(&v[0], &v[2]));
     assert!(close > far, "paraphrase {close} vs unrelated {far}");
 }
