@@ -317,3 +317,85 @@ fn batched_decoding_gives_each_request_its_tokens_alone() {
     }
     assert!(want[2].text.starts_with('{'), "{}", want[2].text);
 }
+
+/// The prompt route's products are gemm's AVX-512 or AVX2 kernels and the unpacking is compiled for
+/// both, picked at run time (the integer decoding kernels are AVX2 on every CPU). On an AVX-512
+/// machine this reads an 8-token prompt again under qemu's emulation of a Haswell CPU (AVX2, no
+/// AVX-512) and holds its logits to the native run's: the same next token, gaps at rounding scale.
+/// Skipped without `qemu-x86_64` unless TRIALFORGE_REQUIRE_QEMU is set.
+#[test]
+fn the_avx2_kernels_read_a_prompt_alike() {
+    use candle_core::quantized::gguf_file;
+    use trialforge_llm::llama::Llama;
+    let prompt_logits = || {
+        let dir = trialforge_models::require(
+            &trialforge_models::default_dir(),
+            &trialforge_models::SMOLLM2,
+        )
+        .unwrap();
+        let mut f = std::fs::File::open(dir.join("model.gguf")).unwrap();
+        let ct = gguf_file::Content::read(&mut f).unwrap();
+        let mut llama = Llama::from_gguf(&ct, &mut f, true, 64).unwrap();
+        // Any 8 ids of the vocabulary: 8 rows take the prompt route (gemm on unpacked weights).
+        let ids: Vec<u32> = vec![1, 9519, 351, 25806, 1880, 42366, 281, 253];
+        llama.forward(&ids).unwrap()
+    };
+    if let Some(out) = std::env::var_os("TRIALFORGE_EMULATED_LOGITS") {
+        // The inner run under qemu: write what this CPU computes.
+        std::fs::write(out, serde_json::to_string(&prompt_logits()).unwrap()).unwrap();
+        return;
+    }
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        eprintln!("no AVX-512 here: the other tests ran the AVX2 kernels already");
+        return;
+    }
+    let qemu = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("qemu-x86_64"))
+                .find(|q| q.is_file())
+        })
+        .unwrap_or_default();
+    let Some(qemu) = qemu else {
+        assert!(
+            std::env::var_os("TRIALFORGE_REQUIRE_QEMU").is_none(),
+            "TRIALFORGE_REQUIRE_QEMU is set but qemu-x86_64 is not on PATH"
+        );
+        eprintln!("skipped: no qemu-x86_64 to emulate an AVX2-only CPU");
+        return;
+    };
+    let native = prompt_logits();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("emulated.json");
+    let out = std::process::Command::new(qemu)
+        .args(["-cpu", "Haswell"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "the_avx2_kernels_read_a_prompt_alike"])
+        .env("TRIALFORGE_EMULATED_LOGITS", &file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the AVX2 run failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let emulated: Vec<f32> =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0
+    };
+    assert_eq!(argmax(&native), argmax(&emulated));
+    let mean = native
+        .iter()
+        .zip(&emulated)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f32>()
+        / native.len() as f32;
+    eprintln!("AVX2 against AVX-512: mean logit gap {mean}");
+    assert!(mean < 0.6, "mean logit gap {mean}");
+}
