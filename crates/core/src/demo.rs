@@ -41,7 +41,7 @@ impl Default for DemoRequest {
             data: None,
             top_prefix: "phase_I_".into(),
             out: PathBuf::from("runs/demo"),
-            synthetic: 4,
+            synthetic: 8,
             max_attempts: 3,
             query: "HER2-positive metastatic breast cancer treated with trastuzumab".into(),
             encoder: None,

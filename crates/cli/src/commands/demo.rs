@@ -21,7 +21,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "runs/demo")]
     pub out: PathBuf,
     /// Synthetic trials to generate (cells of the plan).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     pub synthetic: usize,
     /// Attempts per cell before it is given up.
     #[arg(long, default_value_t = 3)]
