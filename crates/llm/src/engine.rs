@@ -7,7 +7,7 @@
 //! the same whatever shares its step (see `llama.rs`), so a request gets the same tokens alone, in
 //! a batch of any size, and whichever requests it happens to meet.
 
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -150,11 +150,10 @@ fn serve(mut model: Llama, format: &ChatFormat, slots: usize, queue: Receiver<Jo
                     Err(_) => return, // every handle is gone
                 }
             } else {
+                // Nothing queued, or every handle gone: decode what is active first.
                 match queue.try_recv() {
                     Ok(job) => job,
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) if active.is_empty() => return,
-                    Err(TryRecvError::Disconnected) => break,
+                    Err(_) => break,
                 }
             };
             free.pop();
@@ -169,19 +168,17 @@ fn serve(mut model: Llama, format: &ChatFormat, slots: usize, queue: Receiver<Jo
         // Draw every active sequence's next token; answer the ones that ended.
         let mut i = 0;
         while i < active.len() {
-            match active[i].0.advance(&format.stop_ids) {
-                Ok(None) => i += 1,
-                Ok(Some(reason)) => {
-                    let (seq, reply) = active.swap_remove(i);
-                    free.push(seq.slot);
-                    let _ = reply.send(seq.finish(reason, format));
+            let ended = match active[i].0.advance(&format.stop_ids) {
+                Ok(None) => {
+                    i += 1;
+                    continue;
                 }
-                Err(e) => {
-                    let (seq, reply) = active.swap_remove(i);
-                    free.push(seq.slot);
-                    let _ = reply.send(Err(e));
-                }
-            }
+                Ok(Some(reason)) => Ok(reason),
+                Err(e) => Err(e),
+            };
+            let (seq, reply) = active.swap_remove(i);
+            free.push(seq.slot);
+            let _ = reply.send(ended.and_then(|reason| seq.finish(reason, format)));
         }
         // Keep the lowest free slot on top.
         free.sort_unstable_by(|a, b| b.cmp(a));

@@ -44,7 +44,9 @@ enum Pass {
     Prompt,
     Decode,
     /// Whole texts of several sequences at once (the LLM as an encoder): floats for every product
-    /// and attention by spans whatever the batch, so a text's vector does not depend on its batch.
+    /// and attention by spans whatever the batch, so a text's vector does not depend on its batch,
+    /// except in a pass of very few tokens: gemm multiplies a handful of rows (up to 4 of them at
+    /// 1,536 inputs on this machine) with other kernels, which sum in another order.
     Embed,
 }
 
@@ -148,7 +150,13 @@ impl Proj {
     /// `x (m x k) · Wᵀ`.
     fn forward(&self, x: Vec<f32>, m: usize, k: usize, pass: Pass) -> Result<Vec<f32>> {
         match self {
-            Proj::Own(q) if pass == Pass::Decode || m < DENSE_MIN_ROWS => Ok(q.matmul_rows(&x, m)),
+            // The integer route for decoding, and for prompt chunks too short to pay for unpacking;
+            // never for `Embed`, whose texts must not change route with their batch's size.
+            Proj::Own(q)
+                if pass == Pass::Decode || (pass == Pass::Prompt && m < DENSE_MIN_ROWS) =>
+            {
+                Ok(q.matmul_rows(&x, m))
+            }
             Proj::Own(q) => Ok(dense_product(q, &x, m)),
             Proj::Candle(w) => matmul(w, x, m, k),
         }
@@ -393,11 +401,6 @@ impl Llama {
         self.vocab
     }
 
-    /// Sequences the model can hold at once.
-    pub fn slots(&self) -> usize {
-        self.seqs.len()
-    }
-
     /// Makes room for at least `n` sequences (their caches grow only when used).
     pub fn ensure_slots(&mut self, n: usize) {
         while self.seqs.len() < n {
@@ -413,11 +416,6 @@ impl Llama {
         if let Some(s) = self.seqs.get_mut(slot) {
             s.cached = 0;
         }
-    }
-
-    /// Tokens slot `slot` holds.
-    pub fn cached(&self, slot: usize) -> usize {
-        self.seqs.get(slot).map_or(0, |s| s.cached)
     }
 
     /// Forgets the tokens of slot 0 (the next call starts at position 0).
@@ -496,7 +494,7 @@ impl Llama {
     /// For each of `texts`, the mean over its tokens of the final (normalised) hidden states, the
     /// input of the output projection: a text embedding from a decoder model. The texts go through
     /// the layers together, one sequence slot each (emptied before and after), and each text's
-    /// vector is the same whichever texts share its pass.
+    /// vector is the same whichever texts share its pass (see [`Pass::Embed`] for the exception).
     pub fn mean_hidden_states(&mut self, texts: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         self.ensure_slots(texts.len());
         for (slot, tokens) in texts.iter().enumerate() {
@@ -535,8 +533,9 @@ impl Llama {
         let kv_dim = self.n_kv_head * self.head_dim;
         let mut x = Vec::with_capacity(m * d);
         // Each row's position: its slot's cached tokens plus the slot's rows before it.
+        let mut next: Vec<usize> = self.seqs.iter().map(|s| s.cached).collect();
         let mut positions = Vec::with_capacity(m);
-        for (i, &(slot, t)) in rows.iter().enumerate() {
+        for &(slot, t) in rows {
             let t = t as usize;
             if t >= self.vocab {
                 return Err(LlmError::Tokenizer(format!(
@@ -545,8 +544,8 @@ impl Llama {
                 )));
             }
             x.extend_from_slice(&self.embeddings[t * d..(t + 1) * d]);
-            let before = rows[..i].iter().filter(|r| r.0 == slot).count();
-            positions.push(self.seqs[slot].cached + before);
+            positions.push(next[slot]);
+            next[slot] += 1;
         }
         // One query chunk of one sequence: attention by gemm products.
         let one_sequence = rows.iter().all(|r| r.0 == rows[0].0);
@@ -618,8 +617,8 @@ impl Llama {
             let down = layer.down.forward(act, m, ff, pass)?;
             x.iter_mut().zip(&down).for_each(|(x, y)| *x += y);
         }
-        for &(slot, _) in rows {
-            self.seqs[slot].cached += 1;
+        for (seq, cached) in self.seqs.iter_mut().zip(next) {
+            seq.cached = cached;
         }
         Ok(x)
     }

@@ -240,7 +240,7 @@ fn llm_hidden_states_embed_texts() {
         assert!((norm - 1.0).abs() < 1e-4);
     }
     // The texts go through the model together; a text's vector is the same to the bit alone and in
-    // batches of other sizes and company.
+    // batches of other sizes and company (a pass of a few tokens aside: see `Pass::Embed`).
     assert_eq!(enc.encode(&texts[2..3]).unwrap()[0], v[2]);
     let pair = enc.encode(&[texts[3], texts[1]]).unwrap();
     assert_eq!((&pair[0], &pair[1]), (&v[3], &v[1]));
