@@ -15,9 +15,12 @@ pub struct EncoderArgs {
     /// Text encoder: a BERT-family model folder (config.json, tokenizer.json, model.safetensors),
     /// or a llama-family .gguf file, whose final hidden states, averaged over a text's first 256
     /// tokens, become the embedding (texts batched through the model, still far slower than a BERT
-    /// encoder)
+    /// encoder), or a served model, `openai:MODEL@URL` (any OpenAI-compatible /v1/embeddings:
+    /// OpenAI, text-embeddings-inference, vLLM, llama.cpp; URL up to and including /v1; the API
+    /// key from $TRIALFORGE_ENCODER_API_KEY or else $OPENAI_API_KEY; 64 texts a request, retried
+    /// with backoff, cached like the local encoders' vectors)
     /// [default: the fetched all-MiniLM-L6-v2].
-    #[arg(long, value_name = "DIR|FILE.gguf")]
+    #[arg(long, value_name = "DIR|FILE.gguf|openai:MODEL@URL")]
     pub encoder: Option<PathBuf>,
 }
 

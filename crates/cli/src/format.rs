@@ -4,9 +4,9 @@ use trialforge_core::analyze::AnalysisOutcome;
 use trialforge_core::embed::SearchHit;
 use trialforge_llm::Completion;
 use trialforge_predict::augment::AugmentReport;
-use trialforge_predict::benchmark::{BenchmarkReport, ModelRow, SeedSpread};
+use trialforge_predict::benchmark::{BenchmarkProtocol, BenchmarkReport, ModelRow, SeedSpread};
 use trialforge_predict::detection::DetectionReport;
-use trialforge_predict::metrics::BootstrapScores;
+use trialforge_predict::metrics::{BootstrapScores, MeanStd};
 use trialforge_synth::run::RunSummary;
 
 fn fmt_row(r: &ModelRow) -> String {
@@ -28,9 +28,34 @@ fn fmt_row(r: &ModelRow) -> String {
     }
 }
 
+fn mean_std(m: Option<MeanStd>) -> String {
+    m.map_or("-".into(), |m| format!("{:.3} ± {:.3}", m.mean, m.std))
+}
+
+fn calibration_row(r: &ModelRow) -> Option<String> {
+    let c = r.calibration.as_ref()?;
+    Some(format!(
+        "{:<28} {:<15} {:<15} {:<15} {:<15} {}",
+        r.model,
+        mean_std(Some(c.ece)),
+        mean_std(c.ece_platt),
+        mean_std(c.brier_platt),
+        mean_std(c.f1_valid_threshold),
+        c.threshold.map_or("-".into(), |t| format!("{t:.3}"))
+    ))
+}
+
 pub fn benchmark(r: &BenchmarkReport) -> String {
+    let protocol = match r.protocol {
+        BenchmarkProtocol::Top => String::new(),
+        BenchmarkProtocol::AvailableData => format!(
+            "NOT the TOP protocol: trained on every non-test file here, phase {:?} valid kept for model selection, \
+             because this phase's train split is not here\n",
+            r.phase
+        ),
+    };
     let mut s = format!(
-        "TOP phase {:?}: {} (mean ± std over {} bootstrap resamples of the test set, seed {})\n",
+        "{protocol}TOP phase {:?}: {} (mean ± std over {} bootstrap resamples of the test set, seed {})\n",
         r.phase,
         r.splits
             .iter()
@@ -60,6 +85,34 @@ pub fn benchmark(r: &BenchmarkReport) -> String {
     for row in r.rows.iter().chain(std::iter::once(&r.reference)) {
         s += &fmt_row(row);
         s.push('\n');
+    }
+    let all_rows = || r.rows.iter().chain(std::iter::once(&r.reference));
+    let calibration: Vec<String> = all_rows().filter_map(calibration_row).collect();
+    if !calibration.is_empty() {
+        s += &format!(
+            "\ncalibration on the test set (ECE: 10 equal-width bins; Platt scaling and the F1 threshold fitted on validation only; HINT ships no validation predictions):\n{:<28} {:<15} {:<15} {:<15} {:<15} {}\n",
+            "model", "ECE", "ECE Platt", "Brier Platt", "F1@valid-thr", "threshold"
+        );
+        s += &calibration.join("\n");
+        s.push('\n');
+    }
+    if let Some(n) = r.new_disease_trials {
+        let test_rows = r.splits.get(2).and_then(|sp| sp.rows).unwrap_or(0);
+        s += &format!(
+            "\nnew disease: the {n} of {test_rows} test trials with no condition any training trial has (resampled on their own)\n{:<28} {:<15} {:<15} {:<15}\n",
+            "model", "PR-AUC", "ROC-AUC", "F1@0.5"
+        );
+        for row in all_rows() {
+            if let Some(nd) = &row.new_disease {
+                s += &format!(
+                    "{:<28} {:<15} {:<15} {:<15}\n",
+                    row.model,
+                    mean_std(Some(nd.pr_auc)),
+                    mean_std(Some(nd.roc_auc)),
+                    mean_std(Some(nd.f1))
+                );
+            }
+        }
     }
     let per_seed: Vec<(&ModelRow, &SeedSpread)> = r
         .rows

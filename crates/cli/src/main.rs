@@ -106,6 +106,12 @@ enum DataCommand {
 enum FetchCommand {
     /// Page through ClinicalTrials.gov API v2 (`/api/v2/studies`), writing raw study records as JSONL.
     Ctgov(commands::data::FetchCtgovArgs),
+    /// The TOP splits this repository lacks (phase II train and test, phase III train), from the
+    /// HINT repository at the bundled files' snapshot: each checked (schema, row count, 0/1
+    /// labels, unique ids, no trial in another split of its phase) before it is kept, then the
+    /// bundled splits, aux/ and the upstream licence copied beside them. Non-commercial research
+    /// data: see LICENSE-upstream.txt.
+    Top(commands::data::FetchTopArgs),
 }
 
 #[derive(Subcommand)]
@@ -140,6 +146,9 @@ fn main() -> std::process::ExitCode {
         Command::Data(DataCommand::Import(a)) => commands::data::import(&ctx, a),
         Command::Data(DataCommand::Fetch(FetchCommand::Ctgov(a))) => {
             commands::data::fetch_ctgov(&ctx, a)
+        }
+        Command::Data(DataCommand::Fetch(FetchCommand::Top(a))) => {
+            commands::data::fetch_top(&ctx, a)
         }
         Command::Models(ModelsCommand::Fetch(_)) => commands::models::fetch(&ctx),
         Command::Embed(a) => commands::embed::embed(&ctx, a),

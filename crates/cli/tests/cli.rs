@@ -418,3 +418,125 @@ fn cladmop_reads_criteria_through_the_gguf_llm_when_asked() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("trained with encoder"), "{err}");
 }
+
+#[test]
+fn evaluate_reports_calibration_and_predict_explains_a_registry_record_and_a_top_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name);
+    let s = |p: PathBuf| p.to_string_lossy().into_owned();
+    let top = root().join("data/top");
+    json(&run(
+        &[
+            "train",
+            "--model",
+            "tfidf-lr",
+            "--train",
+            &s(top.join("phase_I_train.csv")),
+            "--valid",
+            &s(top.join("phase_I_valid.csv")),
+            "-o",
+            &s(p("model")),
+            "--json",
+        ],
+        &p("cache"),
+    ));
+    // One TOP row that is itself a training trial.
+    let train_csv = std::fs::read_to_string(top.join("phase_I_train.csv")).unwrap();
+    let mut reader = csv::Reader::from_reader(train_csv.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let first = reader.records().next().unwrap().unwrap();
+    let mut w = csv::Writer::from_path(p("row.csv")).unwrap();
+    w.write_record(&header).unwrap();
+    w.write_record(&first).unwrap();
+    w.flush().unwrap();
+    let record = root().join("data/ctgov-samples/v2/NCT00763412.json");
+
+    // Training with a validation split leaves the Platt scaling and F1 threshold beside the model;
+    // evaluate reports both and draws the reliability diagram.
+    assert!(p("model/calibration.json").is_file());
+    let e = json(&run(
+        &[
+            "evaluate",
+            "--model",
+            &s(p("model")),
+            "--corpus",
+            &s(top.join("phase_I_test.csv")),
+            "--resamples",
+            "5",
+            "--reliability",
+            &s(p("reliability.svg")),
+            "--json",
+        ],
+        &p("cache"),
+    ));
+    let c = &e["calibration"];
+    assert!(c["ece"]["mean"].as_f64().unwrap() > 0.0, "{e}");
+    assert!(
+        c["ece_platt"]["mean"].is_f64() && c["f1_valid_threshold"]["mean"].is_f64(),
+        "{e}"
+    );
+    assert_eq!(e["reliability"]["raw"].as_array().unwrap().len(), 10);
+    let svg = std::fs::read_to_string(p("reliability.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("observed success rate"));
+
+    for (input, own_id) in [
+        (s(record), None),
+        (s(p("row.csv")), Some(first[0].to_string())),
+    ] {
+        let v = json(&run(
+            &[
+                "predict",
+                "--model",
+                &s(p("model")),
+                "--explain",
+                &input,
+                "--json",
+            ],
+            &p("cache"),
+        ));
+        let e = &v.as_array().unwrap()[0];
+        let neighbours = e["neighbours"].as_array().unwrap();
+        assert_eq!(neighbours.len(), 5, "{e}");
+        let sims: Vec<f64> = neighbours
+            .iter()
+            .map(|n| n["similarity"].as_f64().unwrap())
+            .collect();
+        assert!(sims.windows(2).all(|w| w[0] >= w[1]), "{sims:?}");
+        assert!(sims.iter().all(|&x| x > 0.0 && x <= 1.0001), "{sims:?}");
+        assert!(neighbours.iter().all(|n| n["label"].is_u64()));
+        if let Some(id) = &own_id {
+            assert!(
+                neighbours.iter().all(|n| n["id"] != id.as_str()),
+                "not its own neighbour"
+            );
+        }
+        let effects: Vec<f64> = e["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["contribution"].as_f64().unwrap())
+            .collect();
+        assert!(!effects.is_empty() && effects.len() <= 5);
+        assert!(effects.windows(2).all(|w| w[0].abs() >= w[1].abs()));
+        assert!(
+            effects[0].abs() > 1e-4,
+            "leaving an item out moves a tf-idf model's score"
+        );
+    }
+    let out = run(
+        &[
+            "predict",
+            "--model",
+            &s(p("model")),
+            "--explain",
+            &s(p("row.csv")),
+        ],
+        &p("cache"),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("probability of success") && text.contains("nearest training trials"),
+        "{text}"
+    );
+}

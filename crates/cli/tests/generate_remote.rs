@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use trialforge_trial::top::{self, ImportOptions};
 use trialforge_trial::{corpus, Split};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod support;
+
+use support::root;
 
 fn trial_json(conditions: &str, inclusion: &str) -> String {
     json!({
@@ -307,66 +307,9 @@ fn a_log_that_outlived_its_output_stops_the_run_with_a_message() {
     );
 }
 
-/// llama.cpp's own OpenAI-compatible server (llama-cpp-python, installed by scripts/setup.sh into
-/// `.venv-llamacpp`), serving the bundled SmolLM2 GGUF on a free local port.
-struct LlamaServer {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Drop for LlamaServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_llama_cpp_server() -> Option<LlamaServer> {
-    let python = root().join(".venv-llamacpp/bin/python");
-    let model = root().join("models/smollm2-135m-instruct/model.gguf");
-    if !python.is_file() || !model.is_file() {
-        assert!(
-            std::env::var_os("TRIALFORGE_REQUIRE_LLAMA_CPP").is_none(),
-            "{} or {} is missing: run scripts/setup.sh",
-            python.display(),
-            model.display()
-        );
-        eprintln!("skipped: no llama.cpp server here (run scripts/setup.sh)");
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(python)
-        .args(["-m", "llama_cpp.server", "--model"])
-        .arg(&model)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--n_ctx", "4096", "--n_threads", "2"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = LlamaServer {
-        child,
-        base: format!("http://127.0.0.1:{port}/v1"),
-    };
-    let started = std::time::Instant::now();
-    let agent = ureq::Agent::new_with_defaults();
-    while agent.get(format!("{}/models", server.base)).call().is_err() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(120),
-            "the llama.cpp server did not come up"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
-    Some(server)
-}
-
 #[test]
 fn generates_through_a_real_llama_cpp_server() {
-    let Some(server) = start_llama_cpp_server() else {
+    let Some(server) = support::start_llama_cpp_server(&[]) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

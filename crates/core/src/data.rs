@@ -140,6 +140,101 @@ pub fn fetch_ctgov(
     })
 }
 
+/// `data fetch top`: where the missing TOP splits come from and where the complete folder goes.
+#[derive(Clone, Debug)]
+pub struct FetchTopRequest {
+    pub out: PathBuf,
+    /// Folder URL holding `phase_II_train.csv` etc. [default: the pinned HINT snapshot].
+    pub source: String,
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FetchTopSummary {
+    pub out: String,
+    pub source: String,
+    /// The fetched (or already present and re-checked) splits.
+    pub splits: Vec<trialforge_trial::top_fetch::CheckedSplit>,
+    /// Bundled files copied beside them (the other splits, aux/, the licence and notice).
+    pub copied: Vec<String>,
+}
+
+/// What goes beside fetched splits so that the folder is a whole TOP copy with its licence.
+const BUNDLED_TOP_FILES: [&str; 9] = [
+    "phase_I_train.csv",
+    "phase_I_valid.csv",
+    "phase_I_test.csv",
+    "phase_II_valid.csv",
+    "phase_III_valid.csv",
+    "phase_III_test.csv",
+    "LICENSE-upstream.txt",
+    "NOTICE.md",
+    "README.md",
+];
+
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if !target.exists() {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Downloads and checks the TOP splits this repository lacks into `req.out`, and copies the bundled
+/// splits, `aux/` and the upstream licence beside them, so `benchmark top --phase II|III --data
+/// OUT` runs TOP's protocol. Writes `FETCHED.json` (source, rows, labels, sha256 of each split).
+pub fn fetch_top(
+    env: &crate::Environment,
+    req: &FetchTopRequest,
+    progress: &dyn Progress,
+) -> anyhow::Result<FetchTopSummary> {
+    let bundled = env.top_dir();
+    let splits = trialforge_trial::top_fetch::fetch_missing_splits(
+        &req.source,
+        &req.out,
+        &bundled,
+        req.timeout,
+        |file| progress.stage(&format!("downloading {file}")),
+    )?;
+    progress.finish();
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    let mut copied = Vec::new();
+    if !same(&bundled, &req.out) {
+        for file in BUNDLED_TOP_FILES {
+            let (from, to) = (bundled.join(file), req.out.join(file));
+            if from.is_file() && !to.exists() {
+                std::fs::copy(&from, &to)
+                    .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+                copied.push(file.to_string());
+            }
+        }
+        if bundled.join("aux").is_dir() {
+            copy_tree(&bundled.join("aux"), &req.out.join("aux"))?;
+            copied.push("aux/".into());
+        }
+    }
+    let summary = FetchTopSummary {
+        out: req.out.display().to_string(),
+        source: req.source.clone(),
+        splits,
+        copied,
+    };
+    let manifest = req.out.join("FETCHED.json");
+    std::fs::write(&manifest, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", manifest.display()))?;
+    Ok(summary)
+}
+
 /// How to read a synthetic set (`augment` and `analyze`).
 #[derive(Clone, Debug, Default)]
 pub struct SyntheticSetOptions {

@@ -5,11 +5,33 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use trialforge_encode::{BertEncoder, TextEncoder};
-use trialforge_llm::{LlmEncoder, LocalGguf, LocalOptions};
+use trialforge_llm::{LlmEncoder, LocalGguf, LocalOptions, OpenAiEmbeddings, OpenAiOptions};
 use trialforge_trial::icd::{read_descriptions, IcdEntry};
 
 /// Tokens of a text that a GGUF LLM encoder reads (MiniLM's limit too).
 pub const LLM_ENCODER_TOKENS: usize = 256;
+
+/// Texts per request to a served embedding model.
+pub const SERVED_ENCODER_BATCH: usize = 64;
+
+/// The environment variables a served encoder's API key is read from, first set first.
+pub const SERVED_ENCODER_KEY_ENVS: [&str; 2] = ["TRIALFORGE_ENCODER_API_KEY", "OPENAI_API_KEY"];
+
+/// A served embedding model named as `openai:MODEL@URL` (URL up to and including `/v1`).
+pub fn served_encoder_spec(spec: &str) -> Option<anyhow::Result<(String, String)>> {
+    let rest = spec.strip_prefix("openai:")?;
+    let at = ["@http://", "@https://"]
+        .iter()
+        .filter_map(|p| rest.find(p))
+        .min();
+    Some(match at {
+        Some(i) if i > 0 => Ok((rest[..i].to_string(), rest[i + 1..].to_string())),
+        _ => Err(anyhow::anyhow!(
+            "`{spec}`: a served encoder is named openai:MODEL@URL, for example \
+             openai:text-embedding-3-small@https://api.openai.com/v1"
+        )),
+    })
+}
 
 /// The folders a pipeline reads models and data from and keeps its caches in.
 #[derive(Clone, Debug)]
@@ -77,6 +99,21 @@ impl Environment {
             Some(d) => d.to_path_buf(),
             None => trialforge_models::require(&self.models_dir, &trialforge_models::MINILM)?,
         };
+        if let Some(spec) = path.to_str().and_then(served_encoder_spec) {
+            let (model, base_url) = spec?;
+            let opts = OpenAiOptions {
+                base_url: base_url.clone(),
+                model,
+                api_key_env: SERVED_ENCODER_KEY_ENVS
+                    .iter()
+                    .find(|v| std::env::var_os(v).is_some_and(|k| !k.is_empty()))
+                    .map(|v| v.to_string()),
+                ..Default::default()
+            };
+            let enc = OpenAiEmbeddings::new(&opts, SERVED_ENCODER_BATCH)
+                .with_context(|| format!("connecting to the served encoder at {base_url}"))?;
+            return Ok(Box::new(enc));
+        }
         let context = || format!("loading the encoder from {}", path.display());
         if path.is_file()
             && path

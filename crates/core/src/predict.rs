@@ -6,8 +6,10 @@ use anyhow::Context;
 use serde::Serialize;
 use trialforge_encode::TextEncoder;
 use trialforge_predict::benchmark::{
-    self, examples, predict_trials, BenchmarkOptions, BenchmarkReport, TopPhase,
+    self, calibration_scores, examples, predict_trials, BenchmarkOptions, BenchmarkReport,
+    CalibrationScores, Reliability, TopPhase,
 };
+use trialforge_predict::calibrate::{best_f1_threshold, Platt};
 use trialforge_predict::embedding::CachedProtocolEmbedder;
 use trialforge_predict::metrics::{bootstrap, bootstrap_indices, BootstrapScores};
 use trialforge_predict::registry::{new_model, saved_kind, BuildOptions, ModelSpec};
@@ -76,6 +78,11 @@ pub struct BenchmarkRequest {
     /// Training runs per model (seeds seed, seed+1, ...).
     pub seeds: usize,
     pub encoder: Option<PathBuf>,
+    /// Train on every non-test file of the data folder (not TOP's protocol), for phases whose
+    /// train split is not there.
+    pub available_data: bool,
+    /// Write every run's validation and test predictions to this folder.
+    pub predictions: Option<PathBuf>,
 }
 
 impl Default for BenchmarkRequest {
@@ -90,6 +97,8 @@ impl Default for BenchmarkRequest {
             seed: 0,
             seeds: 1,
             encoder: None,
+            available_data: false,
+            predictions: None,
         }
     }
 }
@@ -116,6 +125,8 @@ pub fn benchmark_top(
         resamples: req.resamples,
         seed: req.seed,
         train_seeds: req.seeds.max(1),
+        available_data: req.available_data,
+        predictions_dir: req.predictions.clone(),
     };
     let report = benchmark::run(
         &opts,
@@ -310,6 +321,25 @@ pub struct TrainedOn {
     pub trialforge_version: String,
 }
 
+/// Fitted on the validation split at training time and kept beside the model: Platt scaling of its
+/// probabilities and the threshold that maximised F1 there. `evaluate` reports both; the model's
+/// own probabilities stay as they are.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct Calibration {
+    pub method: String,
+    pub platt: Platt,
+    pub f1_threshold: f32,
+    pub valid_trials: usize,
+}
+
+pub const CALIBRATION: &str = "calibration.json";
+
+/// The calibration saved beside a model, if it was trained with a validation split.
+pub fn calibration(dir: &Path) -> Option<Calibration> {
+    let text = std::fs::read_to_string(dir.join(CALIBRATION)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// The file beside a model's weights that says what it was trained on.
 pub const TRAINED_ON: &str = "trained_on.json";
 
@@ -354,6 +384,21 @@ pub fn train_trials(
     model.fit(&tr, &va)?;
     progress.finish();
     model.save(out)?;
+    if !va.is_empty() {
+        let protocols: Vec<&trialforge_trial::Protocol> = va.iter().map(|e| e.protocol).collect();
+        let scores = model.predict(&protocols)?;
+        let labels: Vec<u8> = va.iter().map(|e| u8::from(e.label)).collect();
+        crate::write_json(
+            out,
+            CALIBRATION,
+            &Calibration {
+                method: "platt".into(),
+                platt: Platt::fit(&scores, &labels),
+                f1_threshold: best_f1_threshold(&labels, &scores),
+                valid_trials: labels.len(),
+            },
+        )?;
+    }
     crate::write_json(
         out,
         TRAINED_ON,
@@ -417,6 +462,10 @@ pub struct Evaluation {
     pub resamples: usize,
     #[serde(flatten)]
     pub scores: BootstrapScores,
+    /// ECE of the raw probabilities; with the model's `calibration.json` (from its validation
+    /// split), ECE and Brier after Platt scaling and F1 at the validation-chosen threshold.
+    pub calibration: CalibrationScores,
+    pub reliability: Reliability,
 }
 
 pub fn evaluate(
@@ -441,14 +490,21 @@ pub fn evaluate(
         .iter()
         .filter_map(|t| t.label.map(u8::from))
         .collect();
+    let indices = bootstrap_indices(trials.len(), req.resamples, req.seed);
+    let fitted = calibration(&req.model);
+    let (calibration, reliability) = calibration_scores(
+        &labels,
+        &scores,
+        &indices,
+        fitted.as_ref().map(|c| c.platt.clone()),
+        fitted.as_ref().map(|c| c.f1_threshold),
+    );
     Ok(Evaluation {
         trials: trials.len(),
         resamples: req.resamples,
-        scores: bootstrap(
-            &labels,
-            &scores,
-            &bootstrap_indices(trials.len(), req.resamples, req.seed),
-        ),
+        scores: bootstrap(&labels, &scores, &indices),
+        calibration,
+        reliability,
     })
 }
 
@@ -497,4 +553,155 @@ pub fn predict_with(
             probability: p,
         })
         .collect())
+}
+
+/// A real training trial near the one explained.
+#[derive(Clone, Debug, Serialize)]
+pub struct Neighbour {
+    pub id: String,
+    /// 1 success, 0 failure (None: unlabelled).
+    pub label: Option<u8>,
+    /// Cosine similarity of the two protocols' renderings (MiniLM).
+    pub similarity: f32,
+}
+
+/// What one criteria item does to the score: the model's logit with the item minus without it
+/// (positive: the item raises the predicted chance of success).
+#[derive(Clone, Debug, Serialize)]
+pub struct ItemEffect {
+    /// "inclusion" or "exclusion".
+    pub section: &'static str,
+    pub item: String,
+    pub contribution: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Explanation {
+    pub id: String,
+    pub probability: f32,
+    /// The nearest training trials, most similar first (empty when the training data could not
+    /// be read; `neighbours_note` says why).
+    pub neighbours: Vec<Neighbour>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub neighbours_note: Option<String>,
+    /// The criteria items that move the score most, largest effect first.
+    pub items: Vec<ItemEffect>,
+}
+
+/// How many neighbours and items an explanation lists.
+pub const EXPLAIN_NEIGHBOURS: usize = 5;
+pub const EXPLAIN_ITEMS: usize = 5;
+
+/// `predict --explain`: each trial's probability with the nearest training trials (their outcomes
+/// and similarity) and the criteria items that move its score most, measured by leaving each item
+/// out and predicting again (any model; for the linear `tfidf-lr` this is exactly the item's terms'
+/// share of the logit, less the idf changes). The training trials come from `neighbours_from`, or
+/// else the train file named in the model's `trained_on.json`.
+pub fn explain_with(
+    env: &Environment,
+    model_dir: &Path,
+    encoder: Option<&Path>,
+    trials: &[Trial],
+    neighbours_from: Option<&Path>,
+    progress: &dyn Progress,
+) -> anyhow::Result<Vec<Explanation>> {
+    use trialforge_predict::calibrate::logit;
+    let slot = EncoderSlot::load(env, encoder, needs_encoder(model_dir)?)?;
+    let emb = slot.embedder(env, progress);
+    let loaded = load(model_dir, emb.as_ref())?;
+    let model = loaded.model.as_ref();
+    let scores = predict_trials(model, trials)?;
+
+    // Item effects: every item-less variant of a trial in one batch.
+    let mut explanations = Vec::with_capacity(trials.len());
+    for (t, &p) in trials.iter().zip(&scores) {
+        let mut variants = Vec::new();
+        let mut which = Vec::new();
+        for (section, items) in [
+            ("inclusion", &t.protocol.criteria.inclusion),
+            ("exclusion", &t.protocol.criteria.exclusion),
+        ] {
+            for (k, item) in items.iter().enumerate() {
+                let mut v = t.protocol.clone();
+                let list = if section == "inclusion" {
+                    &mut v.criteria.inclusion
+                } else {
+                    &mut v.criteria.exclusion
+                };
+                list.remove(k);
+                variants.push(v);
+                which.push((section, item.clone()));
+            }
+        }
+        let refs: Vec<&trialforge_trial::Protocol> = variants.iter().collect();
+        let without = model.predict(&refs)?;
+        let mut items: Vec<ItemEffect> = which
+            .into_iter()
+            .zip(without)
+            .map(|((section, item), q)| ItemEffect {
+                section,
+                item,
+                contribution: logit(p) - logit(q),
+            })
+            .collect();
+        items.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()));
+        items.truncate(EXPLAIN_ITEMS);
+        explanations.push(Explanation {
+            id: t.id.clone(),
+            probability: p,
+            neighbours: Vec::new(),
+            neighbours_note: None,
+            items,
+        });
+    }
+
+    // Neighbours among the training trials, by the default encoder's rendering embeddings.
+    let source = neighbours_from.map(Path::to_path_buf).or_else(|| {
+        trained_on(model_dir)
+            .map(|t| PathBuf::from(t.train_source))
+            .filter(|p| p.is_file())
+    });
+    let note = |why: String| {
+        move |e: &mut Explanation| {
+            e.neighbours_note = Some(why.clone());
+        }
+    };
+    let Some(source) = source else {
+        explanations.iter_mut().for_each(note(
+            "the training data is not known: give it with --neighbours-from (trained_on.json names no readable file)".into(),
+        ));
+        return Ok(explanations);
+    };
+    let train = crate::data::load_trials(&source, Format::Auto).with_context(|| {
+        format!(
+            "reading the training trials for neighbours from {}",
+            source.display()
+        )
+    })?;
+    let minilm = env.load_encoder(None)?;
+    let embedder = crate::embed::cached_embedder(env, minilm.as_ref(), progress);
+    fn protocols(ts: &[Trial]) -> Vec<&trialforge_trial::Protocol> {
+        ts.iter().map(|t| &t.protocol).collect()
+    }
+    let index = trialforge_retrieve::VectorIndex::from_vectors(
+        embedder.dim(),
+        &embedder.embed(&protocols(&train))?,
+    )?;
+    let queries = embedder.embed(&protocols(trials))?;
+    for (e, q) in explanations.iter_mut().zip(&queries) {
+        let hits = index.search(q, EXPLAIN_NEIGHBOURS + 1)?;
+        e.neighbours = hits
+            .into_iter()
+            // A trial is not its own neighbour (explaining a training trial).
+            .filter(|h| train[h.index].id != e.id)
+            .take(EXPLAIN_NEIGHBOURS)
+            .map(|h| Neighbour {
+                id: train[h.index].id.clone(),
+                label: train[h.index].label.map(u8::from),
+                similarity: h.score,
+            })
+            .collect();
+    }
+    progress.finish();
+    Ok(explanations)
 }

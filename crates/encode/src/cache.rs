@@ -25,6 +25,23 @@ fn key(text: &str) -> Key {
     Sha256::digest(text.as_bytes()).into()
 }
 
+/// A file name for a model id: the id itself when it is safe in a file name (every local
+/// encoder's), else its safe characters and a hash of the whole id (a served model's id holds a
+/// URL).
+fn file_stem(model_id: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "._-:".contains(c);
+    if model_id.chars().all(safe) && !model_id.starts_with('.') {
+        return model_id.to_string();
+    }
+    let readable: String = model_id
+        .chars()
+        .map(|c| if safe(c) { c } else { '_' })
+        .take(80)
+        .collect();
+    let digest = hex::encode(&Sha256::digest(model_id.as_bytes())[..6]);
+    format!("{readable}-{digest}")
+}
+
 impl EmbeddingCache {
     /// Opens (or creates) the cache of `model_id` in `dir`.
     pub fn open(dir: &Path, model_id: &str, dim: usize) -> Result<Self> {
@@ -33,7 +50,7 @@ impl EmbeddingCache {
             move |source| EncodeError::Io { path, source }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let path = dir.join(format!("{model_id}.d{dim}.emb"));
+        let path = dir.join(format!("{}.d{dim}.emb", file_stem(model_id)));
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)

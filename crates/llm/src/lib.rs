@@ -5,6 +5,7 @@
 //! plus a response cache ([`CachedChat`]) for either, and [`LlmEncoder`]: a GGUF model's mean final
 //! hidden state as a text encoder behind the encode crate's `TextEncoder` trait.
 
+mod embeddings;
 mod encoder;
 mod engine;
 pub mod llama;
@@ -16,6 +17,7 @@ pub mod sampling;
 pub mod batch;
 pub mod cache;
 pub use cache::CachedChat;
+pub use embeddings::OpenAiEmbeddings;
 pub use encoder::LlmEncoder;
 pub use engine::BatchedLocal;
 pub use local::{LocalGguf, LocalOptions};

@@ -13,12 +13,15 @@
 //!   once, and the dialect that works is remembered. With none, the text is unconstrained and
 //!   callers validate it as they always do.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde_json::{json, Value};
 
 use crate::{ChatMessage, ChatModel, Completion, FinishReason, LlmError, Result, SamplingParams};
+
+const CHAT_PATH: &str = "chat/completions";
 
 /// How a request asks the server to follow a JSON Schema.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -121,8 +124,7 @@ impl Default for OpenAiOptions {
 
 pub struct OpenAiChat {
     opts: OpenAiOptions,
-    api_key: Option<String>,
-    agent: ureq::Agent,
+    http: Transport,
     /// The dialect in use: the configured one, or the first in [`StructuredOutput::ALL`] this
     /// server has not refused.
     dialect: StructuredOutput,
@@ -132,67 +134,71 @@ pub struct OpenAiChat {
     pub retries: usize,
 }
 
-enum Failure {
+pub(crate) enum Failure {
     /// Worth another try, after at least this long (from Retry-After) if given.
     Retry(String, Option<Duration>),
     Fatal(String),
     /// The server does not understand the structured-output dialect of the request.
     Dialect(String),
+    /// The request was changed (another dialect): send it again at once.
+    Changed,
 }
 
-impl OpenAiChat {
-    pub fn new(opts: OpenAiOptions) -> Result<Self> {
-        let api_key = match &opts.api_key_env {
-            Some(var) => match std::env::var(var) {
-                Ok(k) if !k.trim().is_empty() => Some(k.trim().to_string()),
-                _ => None,
-            },
-            None => None,
-        };
+/// The HTTP side every OpenAI-compatible client shares: the agent, the key, one request, and the
+/// retry loop with backoff.
+pub(crate) struct Transport {
+    base_url: String,
+    api_key: Option<String>,
+    agent: ureq::Agent,
+    max_retries: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+}
+
+/// Requests sent and retries, for the clients whose methods take `&self`.
+#[derive(Default)]
+pub(crate) struct Counts {
+    pub(crate) requests: AtomicUsize,
+    pub(crate) retries: AtomicUsize,
+}
+
+impl Transport {
+    pub(crate) fn new(opts: &OpenAiOptions) -> Transport {
+        let api_key = opts
+            .api_key_env
+            .as_deref()
+            .and_then(|var| std::env::var(var).ok())
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty());
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(opts.timeout))
             .http_status_as_error(false)
             .build()
             .into();
-        let id = model_id(&opts.model, &opts.base_url);
-        let dialect = opts.structured.unwrap_or(StructuredOutput::JsonSchema);
-        Ok(OpenAiChat {
-            opts,
+        Transport {
+            base_url: opts.base_url.trim_end_matches('/').to_string(),
             api_key,
             agent,
-            dialect,
-            id,
-            requests: 0,
-            retries: 0,
-        })
+            max_retries: opts.max_retries,
+            initial_backoff: opts.initial_backoff,
+            max_backoff: opts.max_backoff,
+        }
     }
 
-    fn url(&self) -> String {
-        format!(
-            "{}/chat/completions",
-            self.opts.base_url.trim_end_matches('/')
-        )
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.base_url)
     }
 
-    fn body(
+    /// One POST of `body` to `path`. `structured`: an error answer may be a refused dialect.
+    pub(crate) fn send(
         &self,
-        messages: &[ChatMessage],
-        params: &SamplingParams,
-        schema: Option<&Value>,
-    ) -> Value {
-        request_body_in(&self.opts.model, messages, params, schema, self.dialect)
-    }
-
-    /// The dialect this client speaks now (after any fallback).
-    pub fn dialect(&self) -> StructuredOutput {
-        self.dialect
-    }
-
-    fn send(&mut self, body: &Value, structured: bool) -> std::result::Result<Value, Failure> {
-        self.requests += 1;
+        path: &str,
+        body: &Value,
+        structured: bool,
+    ) -> std::result::Result<Value, Failure> {
         let mut req = self
             .agent
-            .post(&self.url())
+            .post(&self.url(path))
             .header("Content-Type", "application/json");
         if let Some(k) = &self.api_key {
             req = req.header("Authorization", format!("Bearer {k}"));
@@ -237,15 +243,73 @@ impl OpenAiChat {
 
     fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         if let Some(d) = retry_after {
-            return d.min(self.opts.max_backoff);
+            return d.min(self.max_backoff);
         }
         let cap = self
-            .opts
             .initial_backoff
             .saturating_mul(1u32 << attempt.min(16))
-            .min(self.opts.max_backoff);
+            .min(self.max_backoff);
         // Full jitter: anywhere in [0, cap], so many clients do not retry in step.
         cap.mul_f64(rand::rng().random_range(0.0..=1.0))
+    }
+
+    /// Calls `attempt` (which sends one request) until it succeeds, fails for good, or the retries
+    /// are spent, sleeping with backoff between transient failures.
+    pub(crate) fn with_retries(
+        &self,
+        path: &str,
+        counts: &Counts,
+        mut attempt: impl FnMut() -> std::result::Result<Value, Failure>,
+    ) -> Result<Value> {
+        let url = self.url(path);
+        let mut retry = 0;
+        loop {
+            counts.requests.fetch_add(1, Ordering::Relaxed);
+            match attempt() {
+                Ok(v) => return Ok(v),
+                Err(Failure::Changed) => {}
+                Err(Failure::Fatal(msg) | Failure::Dialect(msg)) => {
+                    return Err(LlmError::Remote(format!("{url}: {msg}")))
+                }
+                Err(Failure::Retry(msg, after)) => {
+                    if retry >= self.max_retries {
+                        return Err(LlmError::Remote(format!(
+                            "{url}: giving up after {retry} retries: {msg}"
+                        )));
+                    }
+                    let wait = self.backoff(retry, after);
+                    tracing::info!(
+                        "{url}: {msg}; retry {} in {:.1}s",
+                        retry + 1,
+                        wait.as_secs_f64()
+                    );
+                    std::thread::sleep(wait);
+                    retry += 1;
+                    counts.retries.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+impl OpenAiChat {
+    pub fn new(opts: OpenAiOptions) -> Result<Self> {
+        let http = Transport::new(&opts);
+        let id = model_id(&opts.model, &opts.base_url);
+        let dialect = opts.structured.unwrap_or(StructuredOutput::JsonSchema);
+        Ok(OpenAiChat {
+            opts,
+            http,
+            dialect,
+            id,
+            requests: 0,
+            retries: 0,
+        })
+    }
+
+    /// The dialect this client speaks now (after any fallback).
+    pub fn dialect(&self) -> StructuredOutput {
+        self.dialect
     }
 }
 
@@ -345,22 +409,24 @@ impl ChatModel for OpenAiChat {
         schema: Option<&Value>,
     ) -> Result<Completion> {
         let started = Instant::now();
-        let mut attempt = 0;
-        let value = loop {
-            let body = self.body(messages, params, schema);
-            let structured = schema.is_some() && self.dialect != StructuredOutput::None;
-            match self.send(&body, structured) {
-                Ok(v) => break v,
-                Err(Failure::Dialect(msg)) if self.opts.structured.is_none() => {
+        let counts = Counts::default();
+        let (model, base_url, configured) =
+            (&self.opts.model, &self.opts.base_url, self.opts.structured);
+        let dialect = &mut self.dialect;
+        let http = &self.http;
+        let value = http.with_retries(CHAT_PATH, &counts, || {
+            let body = request_body_in(model, messages, params, schema, *dialect);
+            let structured = schema.is_some() && *dialect != StructuredOutput::None;
+            match http.send(CHAT_PATH, &body, structured) {
+                Err(Failure::Dialect(msg)) if configured.is_none() => {
                     let next = StructuredOutput::ALL
                         .into_iter()
-                        .skip_while(|d| *d != self.dialect)
+                        .skip_while(|d| d != dialect)
                         .nth(1)
                         .unwrap_or(StructuredOutput::None);
                     tracing::warn!(
-                        "{}: the server refused structured output as {} ({msg}); trying {}{}",
-                        self.opts.base_url,
-                        self.dialect.name(),
+                        "{base_url}: the server refused structured output as {} ({msg}); trying {}{}",
+                        dialect.name(),
                         next.name(),
                         if next == StructuredOutput::None {
                             " (unconstrained text, validated afterwards)"
@@ -368,40 +434,20 @@ impl ChatModel for OpenAiChat {
                             ""
                         }
                     );
-                    self.dialect = next;
+                    *dialect = next;
+                    Err(Failure::Changed)
                 }
-                Err(Failure::Dialect(msg)) => {
-                    return Err(LlmError::Remote(format!(
-                        "{}: the server refused structured output as {} (set by --structured-output): {msg}",
-                        self.url(),
-                        self.dialect.name()
-                    )))
-                }
-                Err(Failure::Fatal(msg)) => {
-                    return Err(LlmError::Remote(format!("{}: {msg}", self.url())))
-                }
-                Err(Failure::Retry(msg, after)) => {
-                    if attempt >= self.opts.max_retries {
-                        return Err(LlmError::Remote(format!(
-                            "{}: giving up after {} retries: {msg}",
-                            self.url(),
-                            attempt
-                        )));
-                    }
-                    let wait = self.backoff(attempt, after);
-                    tracing::info!(
-                        "{}: {msg}; retry {} in {:.1}s",
-                        self.url(),
-                        attempt + 1,
-                        wait.as_secs_f64()
-                    );
-                    std::thread::sleep(wait);
-                    attempt += 1;
-                    self.retries += 1;
-                }
+                Err(Failure::Dialect(msg)) => Err(Failure::Fatal(format!(
+                    "the server refused structured output as {} (set by --structured-output): {msg}",
+                    dialect.name()
+                ))),
+                other => other,
             }
-        };
+        });
+        self.requests += counts.requests.load(Ordering::Relaxed);
+        self.retries += counts.retries.load(Ordering::Relaxed);
+        let value = value?;
         parse_completion(&value, started.elapsed().as_secs_f64())
-            .map_err(|e| LlmError::Remote(format!("{}: {e}", self.url())))
+            .map_err(|e| LlmError::Remote(format!("{}: {e}", self.http.url(CHAT_PATH))))
     }
 }

@@ -319,3 +319,158 @@ fn gives_up_after_max_retries_and_caches_successes() {
         "the second call cost nothing"
     );
 }
+
+/// A text's embedding on the test server: its length and its count of the letter `e` (not unit
+/// length, so the client's normalisation shows), answered in reverse order with indices.
+fn served_vector(text: &str) -> Vec<f64> {
+    vec![text.len() as f64, text.matches('e').count() as f64, 1.0]
+}
+
+/// An embeddings server: `faults` first (one per request), then real answers. Returns the base URL
+/// and the inputs of every request it answered or faulted.
+fn serve_embeddings(faults: Vec<Reply>) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/v1", server.server_addr().to_ip().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for (i, mut req) in server.incoming_requests().enumerate() {
+            assert_eq!(req.url(), "/v1/embeddings");
+            let mut body = String::new();
+            req.as_reader().read_to_string(&mut body).unwrap();
+            let body: Value = serde_json::from_str(&body).unwrap();
+            log.lock().unwrap().push(body.clone());
+            let answer = || {
+                let inputs = body["input"].as_array().unwrap();
+                let data: Vec<Value> = inputs
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .map(|(k, t)| {
+                        json!({"object": "embedding", "index": k,
+                               "embedding": served_vector(t.as_str().unwrap())})
+                    })
+                    .collect();
+                json!({"object": "list", "data": data, "model": "m",
+                       "usage": {"prompt_tokens": 3, "total_tokens": 3}})
+                .to_string()
+            };
+            let r = match faults.get(i) {
+                Some(Reply::Status(code, retry_after, text)) => {
+                    let mut r = tiny_http::Response::from_string(*text).with_status_code(*code);
+                    if let Some(v) = retry_after {
+                        r = r
+                            .with_header(tiny_http::Header::from_bytes("Retry-After", *v).unwrap());
+                    }
+                    r
+                }
+                Some(Reply::Truncated) => {
+                    let full = answer();
+                    tiny_http::Response::from_string(&full[..full.len() / 2])
+                }
+                _ => tiny_http::Response::from_string(answer()),
+            };
+            let _ = req.respond(r);
+        }
+    });
+    (base, seen)
+}
+
+fn embeddings_client(
+    base: String,
+    key_env: &str,
+    batch: usize,
+) -> trialforge_llm::OpenAiEmbeddings {
+    trialforge_llm::OpenAiEmbeddings::new(
+        &OpenAiOptions {
+            base_url: base,
+            model: "embedder".into(),
+            api_key_env: Some(key_env.into()),
+            timeout: Duration::from_millis(700),
+            max_retries: 4,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(200),
+            structured: None,
+        },
+        batch,
+    )
+    .unwrap()
+}
+
+#[test]
+fn served_embeddings_are_batched_retried_ordered_normalised_and_cached() {
+    use trialforge_encode::{CachedEncoder, TextEncoder};
+    // The dimension probe passes; then a 429, a 503 and a truncated body before the first batch.
+    let (base, seen) = serve_embeddings(vec![
+        Reply::Ok(""),
+        Reply::Status(429, Some("0"), "{\"error\": \"rate limited\"}"),
+        Reply::Status(503, None, "overloaded"),
+        Reply::Truncated,
+    ]);
+    let enc = embeddings_client(base, "TF_NO_SUCH_KEY", 2);
+    assert_eq!(enc.dim(), 3);
+    assert_eq!(
+        enc.batch_size(),
+        2,
+        "this server keeps a request's inputs apart"
+    );
+    let texts = ["one", "three trees", "", "seven", "eleven"];
+    let vectors = enc.encode(&texts).unwrap();
+    for (text, v) in texts.iter().zip(&vectors) {
+        // The empty text went as a space (OpenAI refuses empty input).
+        let text = if text.is_empty() { " " } else { text };
+        let expected = served_vector(text);
+        let norm = expected.iter().map(|x| x * x).sum::<f64>().sqrt();
+        for (got, want) in v.iter().zip(&expected) {
+            assert!((*got as f64 - want / norm).abs() < 1e-6, "{text}: {v:?}");
+        }
+    }
+    // Probe, three faults, then batches of 2, 2 and 1.
+    assert_eq!(enc.requests(), (7, 3));
+    let inputs: Vec<usize> = seen.lock().unwrap()[4..]
+        .iter()
+        .map(|b| b["input"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(inputs, vec![2, 2, 1]);
+    assert_eq!(seen.lock().unwrap()[0]["model"], "embedder");
+
+    // Through the embedding cache, keyed by the served model's id: the second pass asks nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cached = CachedEncoder::new(&enc, dir.path()).unwrap();
+    let first = cached.embed(&texts, |_, _| {}).unwrap();
+    let sent = enc.requests().0;
+    let mut again = CachedEncoder::new(&enc, dir.path()).unwrap();
+    assert_eq!(again.embed(&texts, |_, _| {}).unwrap(), first);
+    assert_eq!(enc.requests().0, sent);
+    assert!(enc
+        .model_id()
+        .starts_with("openai:embedder@http://127.0.0.1:"));
+}
+
+#[test]
+fn a_refused_key_fails_at_once_without_leaking_it() {
+    std::env::set_var("TF_TEST_KEY_E", "sk-secret-e");
+    let (base, seen) = serve_embeddings(vec![Reply::Status(
+        401,
+        None,
+        "{\"error\": \"invalid api key\"}",
+    )]);
+    let err = trialforge_llm::OpenAiEmbeddings::new(
+        &OpenAiOptions {
+            base_url: base,
+            model: "embedder".into(),
+            api_key_env: Some("TF_TEST_KEY_E".into()),
+            ..Default::default()
+        },
+        8,
+    )
+    .err()
+    .expect("a 401 is not retried")
+    .to_string();
+    assert!(
+        err.contains("HTTP 401") && err.contains("/v1/embeddings"),
+        "{err}"
+    );
+    assert!(!err.contains("sk-secret-e"));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}

@@ -11,8 +11,12 @@ use serde::Serialize;
 use trialforge_trial::top::{self, ImportOptions};
 use trialforge_trial::{Protocol, Trial};
 
-use crate::metrics::{bootstrap, bootstrap_indices, BootstrapScores, MeanStd, Scores};
-use crate::model::{Example, OutcomeModel};
+use crate::calibrate::{
+    best_f1_threshold, ece, reliability, Platt, ReliabilityBin, RELIABILITY_BINS,
+};
+use crate::combine::{Stack, STACK_MEMBERS};
+use crate::metrics::{bootstrap, bootstrap_indices, f1_at, BootstrapScores, MeanStd, Scores};
+use crate::model::{Example, ModelKind, OutcomeModel};
 use crate::registry::ModelSpec;
 use crate::{PredictError, Result};
 
@@ -75,6 +79,15 @@ pub struct ModelRow {
     /// Over the bootstrap resamples; with several training seeds, over every (seed, resample)
     /// pair, and `point` is the mean of the seeds' whole-test-set figures.
     pub scores: Option<BootstrapScores>,
+    /// Calibration on the test set, pooled like `scores`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationScores>,
+    /// The first training seed's reliability diagram on the whole test set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reliability: Option<Reliability>,
+    /// The same figures on the new-disease test trials only, pooled like `scores`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_disease: Option<BootstrapScores>,
     /// Mean per training run.
     pub train_seconds: Option<f64>,
     pub predict_seconds: Option<f64>,
@@ -86,11 +99,36 @@ pub struct ModelRow {
     pub across_seeds: Option<SeedSpread>,
 }
 
+/// How well a model's probabilities match observed success rates on the test set, before and after
+/// Platt scaling fitted on the validation split (see [`crate::calibrate`] for why Platt), and F1 at
+/// the threshold that maximises F1 on validation. Each figure is a mean ± std over the resamples.
+#[derive(Clone, Debug, Serialize)]
+pub struct CalibrationScores {
+    /// Expected calibration error of the raw probabilities (10 equal-width bins).
+    pub ece: MeanStd,
+    pub ece_platt: Option<MeanStd>,
+    pub brier_platt: Option<MeanStd>,
+    pub f1_valid_threshold: Option<MeanStd>,
+    /// The validation-chosen threshold (of the first seed, when pooled).
+    pub threshold: Option<f32>,
+    /// The Platt scaling fitted on validation (of the first seed, when pooled).
+    pub platt: Option<Platt>,
+}
+
+/// Reliability bins of the raw and of the Platt-scaled probabilities.
+#[derive(Clone, Debug, Serialize)]
+pub struct Reliability {
+    pub raw: Vec<ReliabilityBin>,
+    pub platt: Option<Vec<ReliabilityBin>>,
+}
+
 /// One training seed's run of a model.
 #[derive(Clone, Debug, Serialize)]
 pub struct SeedRun {
     pub seed: u64,
     pub scores: BootstrapScores,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_disease: Option<BootstrapScores>,
     pub train_seconds: f64,
 }
 
@@ -109,11 +147,80 @@ impl ModelRow {
             model,
             status,
             scores: None,
+            calibration: None,
+            reliability: None,
+            new_disease: None,
             train_seconds: None,
             predict_seconds: None,
             seed_runs: Vec::new(),
             across_seeds: None,
         }
+    }
+
+    /// A row from its runs `(seed, figures, train seconds)`: one run as it is, several pooled.
+    fn from_runs(
+        model: String,
+        runs: Vec<(u64, RunScores, f64)>,
+        predict_seconds: f64,
+    ) -> ModelRow {
+        let n = runs.len().max(1) as f64;
+        let mut row = ModelRow::without_scores(model, "ok".into());
+        row.train_seconds = Some(runs.iter().map(|r| r.2).sum::<f64>() / n);
+        row.predict_seconds = Some(predict_seconds / n);
+        let calibrations: Vec<&CalibrationScores> = runs.iter().map(|r| &r.1.calibration).collect();
+        row.calibration = Some(pool_calibration(&calibrations));
+        row.reliability = runs.first().map(|r| r.1.reliability.clone());
+        let new_disease: Option<Vec<BootstrapScores>> =
+            runs.iter().map(|r| r.1.new_disease).collect();
+        if runs.len() == 1 {
+            row.scores = Some(runs[0].1.scores);
+            row.new_disease = runs[0].1.new_disease;
+            return row;
+        }
+        let bootstraps: Vec<BootstrapScores> = runs.iter().map(|r| r.1.scores).collect();
+        let (pooled, spread) = pool_seed_runs(&bootstraps);
+        row.scores = Some(pooled);
+        row.across_seeds = Some(spread);
+        row.new_disease = new_disease.map(|n| pool_seed_runs(&n).0);
+        row.seed_runs = runs
+            .into_iter()
+            .map(|(seed, r, train_seconds)| SeedRun {
+                seed,
+                scores: r.scores,
+                new_disease: r.new_disease,
+                train_seconds,
+            })
+            .collect();
+        row
+    }
+}
+
+/// Mean ± std over every (run, resample) pair from each run's own mean and std.
+fn pool(figures: &[MeanStd]) -> MeanStd {
+    let means: Vec<f64> = figures.iter().map(|f| f.mean).collect();
+    let across = MeanStd::of(&means);
+    let within = figures.iter().map(|f| f.std.powi(2)).sum::<f64>() / figures.len().max(1) as f64;
+    MeanStd {
+        mean: across.mean,
+        std: (within + across.std.powi(2)).sqrt(),
+    }
+}
+
+fn pool_calibration(runs: &[&CalibrationScores]) -> CalibrationScores {
+    let pooled = |f: fn(&CalibrationScores) -> Option<MeanStd>| -> Option<MeanStd> {
+        let v: Option<Vec<MeanStd>> = runs.iter().map(|r| f(r)).collect();
+        v.filter(|v| !v.is_empty()).map(|v| pool(&v))
+    };
+    CalibrationScores {
+        ece: pooled(|c| Some(c.ece)).unwrap_or(MeanStd {
+            mean: 0.0,
+            std: 0.0,
+        }),
+        ece_platt: pooled(|c| c.ece_platt),
+        brier_platt: pooled(|c| c.brier_platt),
+        f1_valid_threshold: pooled(|c| c.f1_valid_threshold),
+        threshold: runs.first().and_then(|r| r.threshold),
+        platt: runs.first().and_then(|r| r.platt.clone()),
     }
 }
 
@@ -158,9 +265,22 @@ pub fn pool_seed_runs(runs: &[BootstrapScores]) -> (BootstrapScores, SeedSpread)
     )
 }
 
+/// Which training data a benchmark used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchmarkProtocol {
+    /// TOP's own: the phase's train split, its valid split for selection, its test split.
+    Top,
+    /// Not TOP's protocol: every train and valid file of every phase here (but this phase's valid
+    /// split, kept for model selection, and any test trial), for phases whose train split is not
+    /// here.
+    AvailableData,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchmarkReport {
     pub phase: TopPhase,
+    pub protocol: BenchmarkProtocol,
     pub splits: Vec<SplitInfo>,
     pub resamples: usize,
     pub seed: u64,
@@ -169,6 +289,9 @@ pub struct BenchmarkReport {
     pub rows: Vec<ModelRow>,
     /// HINT's shipped test predictions on the same resamples.
     pub reference: ModelRow,
+    /// How many test trials have no condition any training trial has (their figures are each
+    /// row's `new_disease`).
+    pub new_disease_trials: Option<usize>,
 }
 
 pub struct BenchmarkOptions {
@@ -180,6 +303,36 @@ pub struct BenchmarkOptions {
     pub seed: u64,
     /// How many times each model trains, with seeds `seed`, `seed + 1`, ... (at least 1).
     pub train_seeds: usize,
+    /// Train on every non-test file here instead of the phase's train split
+    /// ([`BenchmarkProtocol::AvailableData`]).
+    pub available_data: bool,
+    /// Write every run's validation and test predictions here, `MODEL-seedS.csv`
+    /// (`nctid,split,label,prediction`), for analyses of one's own.
+    pub predictions_dir: Option<PathBuf>,
+}
+
+/// One run's predictions as CSV: `nctid,split,label,prediction`.
+fn write_predictions(path: &Path, parts: &[(&str, &[Trial], &[f32])]) -> Result<()> {
+    let io = |e: std::io::Error| PredictError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut w = csv::Writer::from_path(path).map_err(|e| io(std::io::Error::other(e)))?;
+    let mut row = |fields: [&str; 4]| {
+        w.write_record(fields)
+            .map_err(|e| io(std::io::Error::other(e)))
+    };
+    row(["nctid", "split", "label", "prediction"])?;
+    for (split, trials, scores) in parts {
+        for (t, p) in trials.iter().zip(scores.iter()) {
+            let label = t.label.map_or(String::new(), |l| u8::from(l).to_string());
+            row([&t.id, split, &label, &p.to_string()])?;
+        }
+    }
+    w.flush().map_err(io)
 }
 
 fn read_split(dir: &Path, phase: TopPhase, split: &str) -> Result<(SplitInfo, Option<Vec<Trial>>)> {
@@ -220,6 +373,184 @@ pub fn unlabelled_protocols(dir: &Path, test_ids: &HashSet<&str>) -> Result<Vec<
     Ok(out)
 }
 
+/// Test trials none of whose conditions (case and spacing folded) any training trial has: CLaDMoP's
+/// "new disease" view of a test split. (That a trial's exact combination of conditions is new is
+/// far weaker: 321 of phase I's 627 test trials, against 147 by this rule and the paper's 138.)
+/// Trials without conditions are not counted.
+pub fn new_disease_trials(train: &[Trial], test: &[Trial]) -> Vec<usize> {
+    let conditions = |t: &Trial| -> Vec<String> {
+        t.protocol
+            .conditions
+            .iter()
+            .map(|c| {
+                c.split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .to_lowercase()
+            })
+            .filter(|c| !c.is_empty())
+            .collect()
+    };
+    let seen: HashSet<String> = train.iter().flat_map(conditions).collect();
+    (0..test.len())
+        .filter(|&i| {
+            let c = conditions(&test[i]);
+            !c.is_empty() && c.iter().all(|c| !seen.contains(c))
+        })
+        .collect()
+}
+
+/// The new-disease test trials (indices into the test set), their labels and their own resamples.
+struct Subset {
+    trials: Vec<usize>,
+    labels: Vec<u8>,
+    indices: Vec<Vec<usize>>,
+}
+
+/// What the test labels and the resamples look like, shared by every row.
+struct TestSet<'a> {
+    labels: &'a [u8],
+    indices: &'a [Vec<usize>],
+    new_disease: Option<Subset>,
+}
+
+impl TestSet<'_> {
+    fn new_disease_scores(&self, scores: &[f32]) -> Option<BootstrapScores> {
+        let subset = self.new_disease.as_ref()?;
+        let s: Vec<f32> = subset.trials.iter().map(|&i| scores[i]).collect();
+        Some(bootstrap(&subset.labels, &s, &subset.indices))
+    }
+
+    /// Every figure of one run: `valid` (labels, predictions) fits the Platt scaling and the F1
+    /// threshold.
+    fn score(&self, scores: &[f32], valid: Option<(&[u8], &[f32])>) -> RunScores {
+        let valid = valid.filter(|(l, _)| !l.is_empty());
+        let platt = valid.map(|(l, s)| Platt::fit(s, l));
+        let threshold = valid.map(|(l, s)| best_f1_threshold(l, s));
+        let (calibration, reliability) =
+            calibration_scores(self.labels, scores, self.indices, platt, threshold);
+        RunScores {
+            scores: bootstrap(self.labels, scores, self.indices),
+            calibration,
+            reliability,
+            new_disease: self.new_disease_scores(scores),
+        }
+    }
+}
+
+/// Calibration figures of `scores` over the resamples `indices`, with `platt` and `threshold`
+/// fitted on validation (none: raw figures only), and the reliability bins on the whole set.
+pub fn calibration_scores(
+    labels: &[u8],
+    scores: &[f32],
+    indices: &[Vec<usize>],
+    platt: Option<Platt>,
+    threshold: Option<f32>,
+) -> (CalibrationScores, Reliability) {
+    let resampled = |f: &dyn Fn(&[u8], &[f32]) -> f64| -> MeanStd {
+        let per: Vec<f64> = indices
+            .iter()
+            .map(|idx| {
+                let l: Vec<u8> = idx.iter().map(|&i| labels[i]).collect();
+                let s: Vec<f32> = idx.iter().map(|&i| scores[i]).collect();
+                f(&l, &s)
+            })
+            .collect();
+        MeanStd::of(&per)
+    };
+    let calibration = CalibrationScores {
+        ece: resampled(&|l, s| ece(l, s, RELIABILITY_BINS)),
+        ece_platt: platt
+            .as_ref()
+            .map(|p| resampled(&|l, s| ece(l, &p.apply(s), RELIABILITY_BINS))),
+        brier_platt: platt
+            .as_ref()
+            .map(|p| resampled(&|l, s| crate::metrics::brier(l, &p.apply(s)))),
+        f1_valid_threshold: threshold.map(|t| resampled(&|l, s| f1_at(l, s, t))),
+        threshold,
+        platt: platt.clone(),
+    };
+    let reliability = Reliability {
+        raw: reliability(labels, scores, RELIABILITY_BINS),
+        platt: platt.map(|p| reliability(labels, &p.apply(scores), RELIABILITY_BINS)),
+    };
+    (calibration, reliability)
+}
+
+/// One run's figures.
+struct RunScores {
+    scores: BootstrapScores,
+    calibration: CalibrationScores,
+    reliability: Reliability,
+    new_disease: Option<BootstrapScores>,
+}
+
+/// The training, validation and test trials of a benchmark, wherever they came from.
+struct Splits {
+    infos: Vec<SplitInfo>,
+    train: Option<Vec<Trial>>,
+    valid: Option<Vec<Trial>>,
+    test: Option<Vec<Trial>>,
+    /// Why train is missing, when it is.
+    train_missing: String,
+}
+
+fn read_splits(opts: &BenchmarkOptions) -> Result<Splits> {
+    let dir = &opts.data_dir;
+    let missing = |info: &SplitInfo| format!("missing: {} not in {}", info.file, dir.display());
+    let (valid_info, valid) = read_split(dir, opts.phase, "valid")?;
+    let (test_info, test) = read_split(dir, opts.phase, "test")?;
+    if !opts.available_data {
+        let (train_info, train) = read_split(dir, opts.phase, "train")?;
+        return Ok(Splits {
+            train_missing: missing(&train_info),
+            infos: vec![train_info, valid_info, test_info],
+            train,
+            valid,
+            test,
+        });
+    }
+    // Every train and valid file of every phase but this phase's valid split (model selection)
+    // and any trial of any test file.
+    let mut test_ids: HashSet<String> = HashSet::new();
+    for phase in [TopPhase::I, TopPhase::II, TopPhase::III] {
+        if let (_, Some(t)) = read_split(dir, phase, "test")? {
+            test_ids.extend(t.into_iter().map(|t| t.id));
+        }
+    }
+    let held: HashSet<&str> = valid.iter().flatten().map(|t| t.id.as_str()).collect();
+    let mut train = Vec::new();
+    let mut seen = HashSet::new();
+    let mut files = Vec::new();
+    for phase in [TopPhase::I, TopPhase::II, TopPhase::III] {
+        for split in ["train", "valid"] {
+            if phase == opts.phase && split == "valid" {
+                continue;
+            }
+            if let (info, Some(trials)) = read_split(dir, phase, split)? {
+                files.push(format!("{} {}", info.file, info.rows.unwrap_or(0)));
+                train.extend(trials.into_iter().filter(|t| {
+                    t.label.is_some()
+                        && !test_ids.contains(&t.id)
+                        && !held.contains(t.id.as_str())
+                        && seen.insert(t.id.clone())
+                }));
+            }
+        }
+    }
+    let info = SplitInfo {
+        file: format!("available data ({})", files.join(", ")),
+        rows: Some(train.len()),
+    };
+    Ok(Splits {
+        train_missing: format!("missing: no train or valid file in {}", dir.display()),
+        train: (!train.is_empty()).then_some(train),
+        infos: vec![info, valid_info, test_info],
+        valid,
+        test,
+    })
+}
+
 /// Runs the benchmark. `make` builds an untrained model for a training seed; `on_model` reports
 /// progress.
 pub fn run<'m>(
@@ -227,27 +558,43 @@ pub fn run<'m>(
     mut make: impl FnMut(&ModelSpec, u64) -> Result<Box<dyn OutcomeModel + 'm>>,
     mut on_model: impl FnMut(&str),
 ) -> Result<BenchmarkReport> {
-    let (train_info, train) = read_split(&opts.data_dir, opts.phase, "train")?;
-    let (valid_info, valid) = read_split(&opts.data_dir, opts.phase, "valid")?;
-    let (test_info, test) = read_split(&opts.data_dir, opts.phase, "test")?;
-    let splits = vec![train_info.clone(), valid_info, test_info.clone()];
-    let missing =
-        |info: &SplitInfo| format!("missing: {} not in {}", info.file, opts.data_dir.display());
+    let Splits {
+        infos: splits,
+        train,
+        valid,
+        test,
+        train_missing,
+    } = read_splits(opts)?;
+    let test_info = splits[2].clone();
     let seeds: Vec<u64> = (0..opts.train_seeds.max(1) as u64)
         .map(|k| opts.seed.wrapping_add(k))
         .collect();
+    let mut report = BenchmarkReport {
+        phase: opts.phase,
+        protocol: if opts.available_data {
+            BenchmarkProtocol::AvailableData
+        } else {
+            BenchmarkProtocol::Top
+        },
+        splits,
+        resamples: opts.resamples,
+        seed: opts.seed,
+        train_seeds: seeds.len(),
+        rows: Vec::new(),
+        reference: ModelRow::without_scores("HINT (shipped predictions)".into(), String::new()),
+        new_disease_trials: None,
+    };
 
     let Some(test) = test else {
-        let row = |model: &str| ModelRow::without_scores(model.into(), missing(&test_info));
-        return Ok(BenchmarkReport {
-            phase: opts.phase,
-            splits,
-            resamples: opts.resamples,
-            seed: opts.seed,
-            train_seeds: seeds.len(),
-            rows: opts.models.iter().map(|k| row(&k.name())).collect(),
-            reference: row("HINT (shipped predictions)"),
-        });
+        let why = format!(
+            "missing: {} not in {}",
+            test_info.file,
+            opts.data_dir.display()
+        );
+        let row = |model: &str| ModelRow::without_scores(model.into(), why.clone());
+        report.rows = opts.models.iter().map(|k| row(&k.name())).collect();
+        report.reference = row("HINT (shipped predictions)");
+        return Ok(report);
     };
     let labels: Vec<u8> = test
         .iter()
@@ -257,18 +604,47 @@ pub fn run<'m>(
             PredictError::Invalid(format!("{}: a test trial has no label", test_info.file))
         })?;
     let indices = bootstrap_indices(test.len(), opts.resamples, opts.seed);
+    let new_disease = train.as_ref().map(|train| {
+        let trials = new_disease_trials(train, &test);
+        Subset {
+            labels: trials.iter().map(|&i| labels[i]).collect(),
+            indices: bootstrap_indices(trials.len(), opts.resamples, opts.seed),
+            trials,
+        }
+    });
+    report.new_disease_trials = new_disease.as_ref().map(|s| s.trials.len());
+    let test_set = TestSet {
+        labels: &labels,
+        indices: &indices,
+        new_disease,
+    };
 
     let test_ids: HashSet<&str> = test.iter().map(|t| t.id.as_str()).collect();
     let unlabelled = unlabelled_protocols(&opts.data_dir, &test_ids)?;
     let unlabelled: Vec<&Protocol> = unlabelled.iter().map(|t| &t.protocol).collect();
+    let valid_examples = valid.as_deref().map(examples).unwrap_or_default();
+    let valid_labels = crate::model::labels(&valid_examples);
+    let valid_protocols: Vec<&Protocol> = valid_examples.iter().map(|e| e.protocol).collect();
 
-    let mut rows = Vec::new();
+    // Trained members a later stack row reuses (the same model and seed train to the same bits).
+    let stacked = opts.models.iter().any(|m| m.kind == ModelKind::Stack);
+    let mut kept: HashMap<(String, u64), Box<dyn OutcomeModel + 'm>> = HashMap::new();
+
     for spec in &opts.models {
         let Some(train) = &train else {
-            rows.push(ModelRow::without_scores(spec.name(), missing(&train_info)));
+            report
+                .rows
+                .push(ModelRow::without_scores(spec.name(), train_missing.clone()));
             continue;
         };
-        let valid_examples = valid.as_deref().map(examples).unwrap_or_default();
+        let train_examples = examples(train);
+        let mut fit = |spec: &ModelSpec, seed: u64| -> Result<(Box<dyn OutcomeModel + 'm>, f64)> {
+            let mut model = make(spec, seed)?;
+            let started = Instant::now();
+            model.add_unlabelled(&unlabelled);
+            model.fit(&train_examples, &valid_examples)?;
+            Ok((model, started.elapsed().as_secs_f64()))
+        };
         let mut runs = Vec::new();
         let mut predict_seconds = 0.0;
         for &seed in &seeds {
@@ -277,46 +653,53 @@ pub fn run<'m>(
             } else {
                 spec.name()
             });
-            let mut model = make(spec, seed)?;
-            let started = Instant::now();
-            model.add_unlabelled(&unlabelled);
-            model.fit(&examples(train), &valid_examples)?;
-            let train_seconds = started.elapsed().as_secs_f64();
+            let (model, train_seconds) = if spec.kind == ModelKind::Stack {
+                let started = Instant::now();
+                let mut members = Vec::new();
+                for name in STACK_MEMBERS {
+                    let member = match kept.remove(&(name.to_string(), seed)) {
+                        Some(m) => m,
+                        None => fit(&name.parse().map_err(PredictError::Invalid)?, seed)?.0,
+                    };
+                    members.push((name.to_string(), member));
+                }
+                let stack: Box<dyn OutcomeModel + 'm> =
+                    Box::new(Stack::from_trained(members, &valid_examples)?);
+                (stack, started.elapsed().as_secs_f64())
+            } else {
+                fit(spec, seed)?
+            };
             let started = Instant::now();
             let scores = predict_trials(model.as_ref(), &test)?;
             predict_seconds += started.elapsed().as_secs_f64();
-            runs.push(SeedRun {
-                seed,
-                scores: bootstrap(&labels, &scores, &indices),
-                train_seconds,
-            });
+            let valid_scores = model.predict(&valid_protocols)?;
+            if let Some(dir) = &opts.predictions_dir {
+                let labelled_valid: Vec<Trial> = valid
+                    .iter()
+                    .flatten()
+                    .filter(|t| t.label.is_some())
+                    .cloned()
+                    .collect();
+                write_predictions(
+                    &dir.join(format!("{}-seed{seed}.csv", spec.name())),
+                    &[
+                        ("valid", &labelled_valid, &valid_scores),
+                        ("test", &test, &scores),
+                    ],
+                )?;
+            }
+            let run = test_set.score(&scores, Some((&valid_labels, &valid_scores)));
+            runs.push((seed, run, train_seconds));
+            if stacked && STACK_MEMBERS.contains(&spec.name().as_str()) {
+                kept.insert((spec.name(), seed), model);
+            }
         }
-        let n = runs.len() as f64;
-        let train_seconds = runs.iter().map(|r| r.train_seconds).sum::<f64>() / n;
-        let mut row = ModelRow::without_scores(spec.name(), "ok".into());
-        row.train_seconds = Some(train_seconds);
-        row.predict_seconds = Some(predict_seconds / n);
-        if runs.len() == 1 {
-            row.scores = Some(runs[0].scores);
-        } else {
-            let bootstraps: Vec<BootstrapScores> = runs.iter().map(|r| r.scores).collect();
-            let (pooled, spread) = pool_seed_runs(&bootstraps);
-            row.scores = Some(pooled);
-            row.across_seeds = Some(spread);
-            row.seed_runs = runs;
-        }
-        rows.push(row);
+        report
+            .rows
+            .push(ModelRow::from_runs(spec.name(), runs, predict_seconds));
     }
-    let reference = hint_reference(&opts.data_dir, opts.phase, &test, &labels, &indices)?;
-    Ok(BenchmarkReport {
-        phase: opts.phase,
-        splits,
-        resamples: opts.resamples,
-        seed: opts.seed,
-        train_seeds: seeds.len(),
-        rows,
-        reference,
-    })
+    report.reference = hint_reference(&opts.data_dir, opts.phase, &test, &test_set)?;
+    Ok(report)
 }
 
 /// Scores `aux/hint_predictions_phase_X_test.csv` (columns `nctid,prediction`) on the same resamples.
@@ -324,8 +707,7 @@ fn hint_reference(
     dir: &Path,
     phase: TopPhase,
     test: &[Trial],
-    labels: &[u8],
-    indices: &[Vec<usize>],
+    test_set: &TestSet,
 ) -> Result<ModelRow> {
     let name = format!("hint_predictions_phase_{phase:?}_test.csv");
     let path = dir.join("aux").join(&name);
@@ -355,8 +737,13 @@ fn hint_reference(
     let scores: Option<Vec<f32>> = test.iter().map(|t| by_id.get(&t.id).copied()).collect();
     match scores {
         Some(s) => {
+            // No validation predictions ship with HINT: raw calibration only.
+            let run = test_set.score(&s, None);
             row.status = "ok".into();
-            row.scores = Some(bootstrap(labels, &s, indices));
+            row.scores = Some(run.scores);
+            row.calibration = Some(run.calibration);
+            row.reliability = Some(run.reliability);
+            row.new_disease = run.new_disease;
         }
         None => {
             let have = test.iter().filter(|t| by_id.contains_key(&t.id)).count();

@@ -7,7 +7,9 @@
 
 pub mod augment;
 pub mod benchmark;
+pub mod calibrate;
 pub mod cladmop;
+pub mod combine;
 pub mod detection;
 pub mod embedding;
 pub mod finetune;

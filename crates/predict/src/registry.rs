@@ -3,9 +3,11 @@
 //! know [`crate::model`].
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use crate::cladmop::admet::AdmetPretrain;
 use crate::cladmop::{Ablations, Cladmop, CladmopParams};
+use crate::combine::{load_combined, Ensemble, Stack, STACK_MEMBERS};
 use crate::embedding::{EmbedMlp, EmbedMlpParams};
 use crate::finetune::{EncoderFt, EncoderFtParams};
 use crate::model::{read_config, Header, ModelKind, OutcomeModel};
@@ -19,6 +21,8 @@ pub struct ModelSpec {
     pub kind: ModelKind,
     pub ablations: Ablations,
     pub admet: bool,
+    /// Members of a seed ensemble (`-xN`); 1: a single model.
+    pub seeds: usize,
 }
 
 impl From<ModelKind> for ModelSpec {
@@ -27,6 +31,7 @@ impl From<ModelKind> for ModelSpec {
             kind,
             ablations: Default::default(),
             admet: false,
+            seeds: 1,
         }
     }
 }
@@ -34,7 +39,31 @@ impl From<ModelKind> for ModelSpec {
 impl ModelSpec {
     pub fn name(&self) -> String {
         let admet = if self.admet { "-admet" } else { "" };
-        format!("{}{}{admet}", self.kind.name(), self.ablations.suffix())
+        let ensemble = if self.seeds > 1 {
+            format!("-x{}", self.seeds)
+        } else {
+            String::new()
+        };
+        format!(
+            "{}{}{admet}{ensemble}",
+            self.kind.name(),
+            self.ablations.suffix()
+        )
+    }
+
+    /// The same model without the ensemble: what each member is.
+    pub fn member(&self) -> ModelSpec {
+        ModelSpec {
+            seeds: 1,
+            ..self.clone()
+        }
+    }
+
+    /// The seed of member `k` of an ensemble trained with `seed`: member 0 is the single model of
+    /// that seed (so it shares its pre-training checkpoint), the others far from every benchmark
+    /// seed so that two benchmark seeds never share a member.
+    pub fn member_seed(seed: u64, k: usize) -> u64 {
+        seed.wrapping_add(1_000_003u64.wrapping_mul(k as u64))
     }
 }
 
@@ -42,6 +71,23 @@ impl std::str::FromStr for ModelSpec {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let s = s.trim();
+        // `MODEL-xN`: a seed ensemble of N members.
+        if let Some((base, n)) = s
+            .rsplit_once("-x")
+            .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            let seeds: usize = n
+                .parse()
+                .ok()
+                .filter(|n| (2..=50).contains(n))
+                .ok_or_else(|| format!("`{s}`: an ensemble has 2 to 50 members (-x2 ... -x50)"))?;
+            let mut spec: ModelSpec = base.parse()?;
+            if spec.kind == ModelKind::Stack {
+                return Err(format!("`{s}`: a stack cannot be an ensemble member"));
+            }
+            spec.seeds = seeds;
+            return Ok(spec);
+        }
         if let Ok(kind) = s.parse::<ModelKind>() {
             return Ok(kind.into());
         }
@@ -93,6 +139,7 @@ impl std::str::FromStr for ModelSpec {
             kind,
             ablations,
             admet,
+            seeds: 1,
         })
     }
 }
@@ -124,10 +171,14 @@ pub fn parse_model_list(list: &str) -> Result<Vec<ModelSpec>> {
             "no model named in `{list}` (expected `all`, `ablations` or model names)"
         )));
     }
+    // `all,stack` names the stack twice: each model once, in first-named order.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|m| seen.insert(m.name()));
     Ok(out)
 }
 
 /// What building an untrained model needs besides its name.
+#[derive(Clone)]
 pub struct BuildOptions<'e> {
     pub seed: u64,
     /// The encoder behind every model but `tfidf-lr`.
@@ -144,6 +195,43 @@ pub fn new_model<'e>(
     options: &BuildOptions<'e>,
     on_status: impl Fn(&str) + 'e,
 ) -> Result<Box<dyn OutcomeModel + 'e>> {
+    build(spec, options, Rc::new(on_status))
+}
+
+/// Status lines of a model and of the members of a combined one.
+type OnStatus<'e> = Rc<dyn Fn(&str) + 'e>;
+
+fn build<'e>(
+    spec: &ModelSpec,
+    options: &BuildOptions<'e>,
+    on_status: OnStatus<'e>,
+) -> Result<Box<dyn OutcomeModel + 'e>> {
+    if spec.seeds > 1 {
+        let member = spec.member();
+        let mut members = Vec::new();
+        for k in 0..spec.seeds {
+            let seed = ModelSpec::member_seed(options.seed, k);
+            let opts = BuildOptions {
+                seed,
+                ..options.clone()
+            };
+            let outer = on_status.clone();
+            let name = format!("member {} (seed {seed})", k + 1);
+            let status: OnStatus<'e> = Rc::new(move |s: &str| outer(&format!("{name}: {s}")));
+            members.push((member.name(), build(&member, &opts, status)?));
+        }
+        return Ok(Box::new(Ensemble::new(members)));
+    }
+    if spec.kind == ModelKind::Stack {
+        let mut members = Vec::new();
+        for name in STACK_MEMBERS {
+            let member: ModelSpec = name.parse().map_err(PredictError::Invalid)?;
+            let outer = on_status.clone();
+            let status: OnStatus<'e> = Rc::new(move |s: &str| outer(&format!("{name}: {s}")));
+            members.push((name.to_string(), build(&member, options, status)?));
+        }
+        return Ok(Box::new(Stack::new(members)));
+    }
     let seed = options.seed;
     let needs = |what: &str| -> Result<&'e dyn ProtocolEmbedder> {
         options
@@ -166,7 +254,9 @@ pub fn new_model<'e>(
                 seed,
                 ..Default::default()
             };
-            Box::new(EncoderFt::new(params, needs("encoder-ft")?).with_progress(on_status))
+            Box::new(
+                EncoderFt::new(params, needs("encoder-ft")?).with_progress(move |s| on_status(s)),
+            )
         }
         ModelKind::Cladmop | ModelKind::CladmopZeroShot => {
             let params = CladmopParams {
@@ -178,12 +268,14 @@ pub fn new_model<'e>(
                 ..Default::default()
             }
             .with_seed(seed);
-            let mut model = Cladmop::new(params, needs("cladmop")?).with_progress(on_status);
+            let mut model =
+                Cladmop::new(params, needs("cladmop")?).with_progress(move |s| on_status(s));
             if let Some(dir) = &options.checkpoints {
                 model = model.with_checkpoints(dir.clone());
             }
             Box::new(model)
         }
+        ModelKind::Stack | ModelKind::Ensemble => unreachable!("built above"),
     })
 }
 
@@ -199,8 +291,17 @@ pub fn load_model<'e>(
     embedder: Option<&'e dyn ProtocolEmbedder>,
 ) -> Result<Box<dyn OutcomeModel + 'e>> {
     let header: Header = read_config(dir)?;
-    if header.kind == ModelKind::TfidfLr {
-        return Ok(Box::new(TfidfLr::load(dir)?));
+    match header.kind {
+        ModelKind::TfidfLr => return Ok(Box::new(TfidfLr::load(dir)?)),
+        ModelKind::Ensemble => {
+            let (members, _) = load_combined(dir, |d| load_model(d, embedder))?;
+            return Ok(Box::new(Ensemble::new(members)));
+        }
+        ModelKind::Stack => {
+            let (members, combiner) = load_combined(dir, |d| load_model(d, embedder))?;
+            return Ok(Box::new(Stack::loaded(members, combiner)));
+        }
+        _ => {}
     }
     let e = embedder.ok_or_else(|| {
         PredictError::Invalid(
@@ -208,7 +309,9 @@ pub fn load_model<'e>(
         )
     })?;
     Ok(match header.kind {
-        ModelKind::TfidfLr => unreachable!("handled above"),
+        ModelKind::TfidfLr | ModelKind::Stack | ModelKind::Ensemble => {
+            unreachable!("handled above")
+        }
         ModelKind::EmbedMlp => Box::new(EmbedMlp::load(dir, e)?),
         ModelKind::EncoderFt => Box::new(EncoderFt::load(dir, e)?),
         ModelKind::Cladmop | ModelKind::CladmopZeroShot => Box::new(Cladmop::load(dir, e)?),

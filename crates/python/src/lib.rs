@@ -268,7 +268,7 @@ fn score(labels: Vec<u8>, scores: Vec<f32>, resamples: usize, seed: u64) -> PyRe
 
 /// The TOP benchmark; returns the report (JSON).
 #[pyfunction]
-#[pyo3(signature = (phase, models, resamples, seeds, seed, data=None, encoder=None))]
+#[pyo3(signature = (phase, models, resamples, seeds, seed, data=None, encoder=None, available_data=false))]
 #[allow(clippy::too_many_arguments)]
 fn benchmark_top(
     py: Python<'_>,
@@ -279,6 +279,7 @@ fn benchmark_top(
     seed: u64,
     data: Option<String>,
     encoder: Option<String>,
+    available_data: bool,
 ) -> PyResult<String> {
     interruptible(py, move || {
         let req = BenchmarkRequest {
@@ -289,6 +290,8 @@ fn benchmark_top(
             seed,
             seeds: seeds.max(1),
             encoder: encoder.map(PathBuf::from),
+            available_data,
+            predictions: None,
         };
         to_json(&trialforge_core::predict::benchmark_top(
             &env(),

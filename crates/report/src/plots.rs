@@ -39,6 +39,9 @@ fn register_font() {
     });
 }
 
+/// A reliability bin as drawn: (mean predicted probability, observed rate, trials).
+pub type ReliabilityPoint = (f64, f64, usize);
+
 /// What a figure shows.
 #[derive(Clone, Debug)]
 pub enum Plot {
@@ -53,6 +56,12 @@ pub enum Plot {
     Scatter {
         points: Vec<[f32; 2]>,
         groups: Vec<(String, Vec<usize>)>,
+    },
+    /// Reliability diagram: observed success rate against mean predicted probability per bin, one
+    /// line per series `(name, [(predicted, observed, trials)])`, over the diagonal of perfect
+    /// calibration.
+    Reliability {
+        series: Vec<(String, Vec<ReliabilityPoint>)>,
     },
     /// Grouped bars: one group per category, one bar per series.
     Bars {
@@ -119,6 +128,7 @@ impl Figure {
                 bins,
             } => self.histogram(root, x_label, series, *bins),
             Plot::Scatter { points, groups } => self.scatter(root, points, groups),
+            Plot::Reliability { series } => self.reliability(root, series),
             Plot::Bars {
                 y_label,
                 categories,
@@ -248,6 +258,54 @@ impl Figure {
         draw_legend(&mut chart)
     }
 
+    fn reliability<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        series: &[(String, Vec<ReliabilityPoint>)],
+    ) -> Result<()> {
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("mean predicted probability of success")
+            .y_desc("observed success rate")
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(plot_err)?;
+        let grey = RGBColor(150, 150, 150);
+        chart
+            .draw_series(LineSeries::new(
+                [(0.0, 0.0), (1.0, 1.0)],
+                grey.stroke_width(1),
+            ))
+            .map_err(plot_err)?
+            .label("perfectly calibrated")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], grey));
+        for (i, (name, points)) in series.iter().enumerate() {
+            let c = colour(i);
+            let xy: Vec<(f64, f64)> = points.iter().map(|&(p, o, _)| (p, o)).collect();
+            chart
+                .draw_series(LineSeries::new(xy.clone(), c.stroke_width(2)))
+                .map_err(plot_err)?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], c.stroke_width(2)));
+            // Point area grows with the bin's trials, so a bin of three is seen as such.
+            let total = points.iter().map(|p| p.2).sum::<usize>().max(1) as f64;
+            chart
+                .draw_series(points.iter().map(|&(p, o, n)| {
+                    let r = (3.0 + 12.0 * (n as f64 / total).sqrt()) as i32;
+                    Circle::new((p, o), r, c.mix(0.6).filled())
+                }))
+                .map_err(plot_err)?;
+        }
+        draw_legend(&mut chart)
+    }
+
     fn bars<DB: DrawingBackend>(
         &self,
         root: &DrawingArea<DB, Shift>,
@@ -312,6 +370,45 @@ impl Figure {
     }
 }
 
+/// A reliability diagram of named rows: each row's raw probabilities and, where validation fitted
+/// one, its Platt-scaled ones.
+pub fn reliability_figure(
+    title: &str,
+    rows: &[(&str, &trialforge_predict::benchmark::Reliability)],
+) -> Figure {
+    let points = |bins: &[trialforge_predict::calibrate::ReliabilityBin]| -> Vec<ReliabilityPoint> {
+        bins.iter()
+            .filter_map(|b| Some((b.predicted?, b.observed?, b.trials)))
+            .collect()
+    };
+    let mut series = Vec::new();
+    for (name, r) in rows {
+        series.push((name.to_string(), points(&r.raw)));
+        if let Some(platt) = &r.platt {
+            series.push((format!("{name} (Platt)"), points(platt)));
+        }
+    }
+    Figure {
+        name: "reliability".into(),
+        title: title.to_string(),
+        plot: Plot::Reliability { series },
+    }
+}
+
+/// The benchmark's diagram: every model (first training seed) and HINT, on the whole test set.
+pub fn benchmark_reliability(report: &trialforge_predict::benchmark::BenchmarkReport) -> Figure {
+    let rows: Vec<(&str, &trialforge_predict::benchmark::Reliability)> = report
+        .rows
+        .iter()
+        .chain(std::iter::once(&report.reference))
+        .filter_map(|r| Some((r.model.as_str(), r.reliability.as_ref()?)))
+        .collect();
+    reliability_figure(
+        &format!("TOP phase {:?}: reliability on the test set", report.phase),
+        &rows,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +433,13 @@ mod tests {
                 plot: Plot::Scatter {
                     points: vec![[0.0, 0.0], [1.0, 1.0], [2.0, 0.5]],
                     groups: vec![("real".into(), vec![0, 1]), ("synthetic".into(), vec![2])],
+                },
+            },
+            Figure {
+                name: "reliability".into(),
+                title: "Reliability".into(),
+                plot: Plot::Reliability {
+                    series: vec![("cladmop".into(), vec![(0.3, 0.4, 20), (0.6, 0.55, 90)])],
                 },
             },
             Figure {
@@ -368,6 +472,8 @@ mod tests {
         let svg = figures()[0].svg().unwrap();
         assert!(svg.contains("real-real (n = 4)") && svg.contains("synthetic (n = 2)"));
         let svg = figures()[2].svg().unwrap();
+        assert!(svg.contains("observed success rate") && svg.contains("perfectly calibrated"));
+        let svg = figures()[3].svg().unwrap();
         assert!(svg.contains("a very long cat"), "category labels are drawn");
     }
 }

@@ -14,6 +14,7 @@ pub mod pylit;
 pub mod record;
 pub mod render;
 pub mod top;
+pub mod top_fetch;
 
 pub use error::ImportError;
 pub use import::Format;

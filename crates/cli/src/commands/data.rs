@@ -1,9 +1,9 @@
-//! `data import` and `data fetch ctgov`.
+//! `data import`, `data fetch ctgov` and `data fetch top`.
 
 use std::path::PathBuf;
 
 use clap::Args;
-use trialforge_core::data::{FetchCtgovRequest, ImportRequest};
+use trialforge_core::data::{FetchCtgovRequest, FetchTopRequest, ImportRequest};
 use trialforge_trial::Format;
 
 use super::Ctx;
@@ -108,5 +108,55 @@ pub fn fetch_ctgov(ctx: &Ctx, a: FetchCtgovArgs) -> anyhow::Result<()> {
     let summary = trialforge_core::data::fetch_ctgov(&req, &ctx.progress)?;
     ctx.emit(&summary, || {
         format!("fetched {} studies into {}", summary.studies, summary.out)
+    })
+}
+
+#[derive(Args)]
+pub struct FetchTopArgs {
+    /// Output folder: the fetched splits, the bundled ones, aux/ and the licence (then
+    /// `benchmark top --phase II --data DIR`).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Folder URL the split files are read from (a mirror, or a test server).
+    #[arg(long, default_value = trialforge_trial::top_fetch::TOP_SOURCE)]
+    pub source: String,
+    /// Request timeout in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+pub fn fetch_top(ctx: &Ctx, a: FetchTopArgs) -> anyhow::Result<()> {
+    let req = FetchTopRequest {
+        out: a.out,
+        source: a.source,
+        timeout: std::time::Duration::from_secs(a.timeout),
+    };
+    let summary = trialforge_core::data::fetch_top(&ctx.env, &req, &ctx.progress)?;
+    ctx.emit(&summary, || {
+        let lines: Vec<String> = summary
+            .splits
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {} rows ({} successes, {} failures), sha256 {}{}",
+                    s.file,
+                    s.rows,
+                    s.successes,
+                    s.failures,
+                    &s.sha256[..12],
+                    if s.downloaded { "" } else { " (already there)" }
+                )
+            })
+            .collect();
+        format!(
+            "{}\ninto {} (with {}); non-commercial research data, see LICENSE-upstream.txt there",
+            lines.join("\n"),
+            summary.out,
+            if summary.copied.is_empty() {
+                "nothing copied".to_string()
+            } else {
+                summary.copied.join(", ")
+            }
+        )
     })
 }

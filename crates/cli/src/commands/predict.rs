@@ -23,7 +23,9 @@ pub struct BenchmarkTopArgs {
     /// Comma-separated models: tfidf-lr, embed-mlp, encoder-ft, cladmop, cladmop-zero-shot, cladmop
     /// with ablation suffixes (cladmop-no-pretrain, cladmop-no-grouping, cladmop-no-drug,
     /// combinable) or with -admet (its drug branch first pre-trained on the ADMET files in the
-    /// data folder's aux/ADMET_cooked). `all` is tfidf-lr, embed-mlp, cladmop and cladmop-zero-shot; encoder-ft (the
+    /// data folder's aux/ADMET_cooked), stack (the four default models' logits weighted on
+    /// validation; it reuses members trained in the same run), MODEL-xN (a seed ensemble of N).
+    /// `all` is tfidf-lr, embed-mlp, cladmop, cladmop-zero-shot and stack; encoder-ft (the
     /// encoder's top layer fine-tuned on the rendering) is opt-in, `all,encoder-ft`, since its
     /// frozen states take minutes to compute when not cached. `ablations` is the three ablations.
     #[arg(long, default_value = "all")]
@@ -40,6 +42,19 @@ pub struct BenchmarkTopArgs {
     /// hundredths with the seed alone.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub seeds: u64,
+    /// Train on every non-test file of the data folder (every phase's train and valid files but
+    /// this phase's valid split, which stays for model selection; no trial of any test file), for
+    /// phases whose train split is not there (phase III here). Not TOP's protocol: labelled so.
+    #[arg(long)]
+    pub available_data: bool,
+    /// Also draw the reliability diagram of every model on the test set (raw and Platt-scaled
+    /// probabilities, first training seed) to this file: .svg or .png.
+    #[arg(long, value_name = "FILE")]
+    pub reliability: Option<PathBuf>,
+    /// Write every run's validation and test predictions to this folder, one CSV per model and
+    /// seed (MODEL-seedS.csv: nctid,split,label,prediction).
+    #[arg(long, value_name = "DIR")]
+    pub predictions: Option<PathBuf>,
     #[command(flatten)]
     pub encoder: EncoderArgs,
 }
@@ -54,20 +69,47 @@ impl BenchmarkTopArgs {
             seed: self.seed,
             seeds: self.seeds as usize,
             encoder: self.encoder.encoder.clone(),
+            available_data: self.available_data,
+            predictions: self.predictions.clone(),
         })
     }
 }
 
 pub fn benchmark_top(ctx: &Ctx, a: BenchmarkTopArgs) -> anyhow::Result<()> {
     let report = trialforge_core::predict::benchmark_top(&ctx.env, &a.request()?, &ctx.progress)?;
+    if let Some(path) = &a.reliability {
+        write_figure(
+            &trialforge_report::plots::benchmark_reliability(&report),
+            path,
+        )?;
+    }
     ctx.emit(&report, || crate::format::benchmark(&report))
+}
+
+/// A figure as PNG (`.png`) or SVG (anything else).
+fn write_figure(
+    figure: &trialforge_report::plots::Figure,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
+        figure.write_png(path)?;
+    } else {
+        std::fs::write(path, figure.svg()?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 #[derive(Args)]
 pub struct TrainArgs {
     /// Model: tfidf-lr, embed-mlp, encoder-ft, cladmop, cladmop-zero-shot, or cladmop with ablation suffixes
     /// (cladmop-no-pretrain, cladmop-no-grouping, cladmop-no-drug) or -admet (drug branch
-    /// pre-trained on ADMET properties first; see --admet).
+    /// pre-trained on ADMET properties first; see --admet); stack (tfidf-lr, embed-mlp, cladmop
+    /// and cladmop-zero-shot, their logits weighted by a logistic regression fitted on --valid);
+    /// MODEL-xN (a seed ensemble of N, e.g. cladmop-x5).
     #[arg(long)]
     pub model: ModelSpec,
     /// Labelled training trials (any input `data import` reads).
@@ -126,23 +168,35 @@ pub struct EvaluateArgs {
     pub resamples: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also draw the reliability diagram (raw and Platt-scaled probabilities) to this file: .svg
+    /// or .png.
+    #[arg(long, value_name = "FILE")]
+    pub reliability: Option<PathBuf>,
     #[command(flatten)]
     pub encoder: EncoderArgs,
 }
 
 pub fn evaluate(ctx: &Ctx, a: EvaluateArgs) -> anyhow::Result<()> {
     let req = EvaluateRequest {
-        model: a.model,
+        model: a.model.clone(),
         corpus: a.corpus,
         resamples: a.resamples,
         seed: a.seed,
         encoder: a.encoder.encoder,
     };
     let e = trialforge_core::predict::evaluate(&ctx.env, &req, &ctx.progress)?;
+    if let Some(path) = &a.reliability {
+        let figure = trialforge_report::plots::reliability_figure(
+            &format!("{}: reliability on {} trials", a.model.display(), e.trials),
+            &[("model", &e.reliability)],
+        );
+        write_figure(&figure, path)?;
+    }
     ctx.emit(&e, || {
         let b = &e.scores;
-        format!(
-            "{} trials: PR-AUC {:.3} ± {:.3}, ROC-AUC {:.3} ± {:.3}, F1 {:.3} ± {:.3}, Brier {:.3} (over {} resamples)",
+        let c = &e.calibration;
+        let mut s = format!(
+            "{} trials: PR-AUC {:.3} ± {:.3}, ROC-AUC {:.3} ± {:.3}, F1 {:.3} ± {:.3}, Brier {:.3} (over {} resamples)\nECE {:.3} ± {:.3}",
             e.trials,
             b.pr_auc.mean,
             b.pr_auc.std,
@@ -151,8 +205,20 @@ pub fn evaluate(ctx: &Ctx, a: EvaluateArgs) -> anyhow::Result<()> {
             b.f1.mean,
             b.f1.std,
             b.brier.mean,
-            e.resamples
-        )
+            e.resamples,
+            c.ece.mean,
+            c.ece.std,
+        );
+        match (c.ece_platt, c.f1_valid_threshold, c.threshold) {
+            (Some(ece), Some(f1), Some(t)) => {
+                s += &format!(
+                    "; after Platt scaling fitted on the model's validation split {:.3} ± {:.3}; F1 at the validation-chosen threshold {t:.3}: {:.3} ± {:.3}",
+                    ece.mean, ece.std, f1.mean, f1.std
+                )
+            }
+            _ => s += " (no calibration.json beside the model: it was trained without a validation split)",
+        }
+        s
     })
 }
 
@@ -166,11 +232,61 @@ pub struct PredictArgs {
     /// Write `id,probability` CSV here (default: stdout).
     #[arg(long, short)]
     pub out: Option<PathBuf>,
+    /// Explain each prediction: the 5 nearest training trials (their outcomes and cosine
+    /// similarity of the renderings) and the 5 criteria items that move the score most, each with
+    /// its signed effect on the logit (the score with the item minus the score without it).
+    /// Printed as text, or as JSON with --json.
+    #[arg(long)]
+    pub explain: bool,
+    /// The training trials to find neighbours among [default: the train file the model's
+    /// trained_on.json names].
+    #[arg(long, value_name = "FILE", requires = "explain")]
+    pub neighbours_from: Option<PathBuf>,
     #[command(flatten)]
     pub encoder: EncoderArgs,
 }
 
+fn explain(ctx: &Ctx, a: &PredictArgs) -> anyhow::Result<()> {
+    let trials = trialforge_core::data::load_trials(&a.input, trialforge_trial::Format::Auto)?;
+    let explanations = trialforge_core::predict::explain_with(
+        &ctx.env,
+        &a.model,
+        a.encoder.encoder.as_deref(),
+        &trials,
+        a.neighbours_from.as_deref(),
+        &ctx.progress,
+    )?;
+    ctx.emit(&explanations, || {
+        let mut s = String::new();
+        for e in &explanations {
+            s += &format!("{}: probability of success {:.3}\n", e.id, e.probability);
+            if let Some(note) = &e.neighbours_note {
+                s += &format!("  nearest training trials: none ({note})\n");
+            } else {
+                s += "  nearest training trials (outcome, cosine similarity):\n";
+                for n in &e.neighbours {
+                    let outcome = match n.label {
+                        Some(1) => "success",
+                        Some(_) => "failure",
+                        None => "unlabelled",
+                    };
+                    s += &format!("    {} {outcome} {:.3}\n", n.id, n.similarity);
+                }
+            }
+            s += "  criteria items that move the score most (effect on the logit):\n";
+            for i in &e.items {
+                let text: String = i.item.chars().take(100).collect();
+                s += &format!("    {:+.3} {}: {text}\n", i.contribution, i.section);
+            }
+        }
+        s.trim_end().to_string()
+    })
+}
+
 pub fn predict(ctx: &Ctx, a: PredictArgs) -> anyhow::Result<()> {
+    if a.explain {
+        return explain(ctx, &a);
+    }
     let req = PredictRequest {
         model: a.model,
         input: a.input,

@@ -210,11 +210,14 @@ def benchmark_top(
     seed: int = 0,
     data: "Optional[os.PathLike[str] | str]" = None,
     encoder: "Optional[os.PathLike[str] | str]" = None,
+    available_data: bool = False,
 ) -> pd.DataFrame:
     """The TOP benchmark, as ``trialforge benchmark top``: train on the phase's train split,
     select on valid, score test over bootstrap resamples; one row per model and the row of
     HINT's shipped predictions on the same resamples. ``models``: names, ``all`` or
-    ``ablations``."""
+    ``ablations``. ``available_data``: train on every non-test file instead (not TOP's
+    protocol). Columns ``ece``/``ece_platt`` and ``f1_valid_threshold`` are the calibration
+    figures; the new-disease figures are in ``df.attrs["report"]``."""
     if isinstance(models, str):
         models = [models]
     report = json.loads(
@@ -226,6 +229,7 @@ def benchmark_top(
             int(seed),
             None if data is None else _path(data),
             None if encoder is None else _path(encoder),
+            bool(available_data),
         )
     )
     rows = []
@@ -236,6 +240,9 @@ def benchmark_top(
             m = s.get(metric) or {}
             row[f"{metric}_mean"] = m.get("mean")
             row[f"{metric}_std"] = m.get("std")
+        c = r.get("calibration") or {}
+        for metric in ("ece", "ece_platt", "f1_valid_threshold"):
+            row[metric] = (c.get(metric) or {}).get("mean")
         row["train_seconds"] = r.get("train_seconds")
         rows.append(row)
     df = pd.DataFrame(rows)
