@@ -87,9 +87,16 @@ fn plot_err(e: impl std::fmt::Display) -> ReportError {
 fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
 ) -> Result<()> {
+    draw_legend_at(chart, SeriesLabelPosition::UpperRight)
+}
+
+fn draw_legend_at<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<()> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(position)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 13))
@@ -303,7 +310,8 @@ impl Figure {
                 }))
                 .map_err(plot_err)?;
         }
-        draw_legend(&mut chart)
+        // Upper left: above the diagonal's far end, where few bins fall.
+        draw_legend_at(&mut chart, SeriesLabelPosition::UpperLeft)
     }
 
     fn bars<DB: DrawingBackend>(
@@ -370,11 +378,12 @@ impl Figure {
     }
 }
 
-/// A reliability diagram of named rows: each row's raw probabilities and, where validation fitted
-/// one, its Platt-scaled ones.
+/// A reliability diagram of named rows: each row's raw probabilities and, with `platt`, where
+/// validation fitted one, its Platt-scaled ones.
 pub fn reliability_figure(
     title: &str,
     rows: &[(&str, &trialforge_predict::benchmark::Reliability)],
+    platt: bool,
 ) -> Figure {
     let points = |bins: &[trialforge_predict::calibrate::ReliabilityBin]| -> Vec<ReliabilityPoint> {
         bins.iter()
@@ -384,8 +393,8 @@ pub fn reliability_figure(
     let mut series = Vec::new();
     for (name, r) in rows {
         series.push((name.to_string(), points(&r.raw)));
-        if let Some(platt) = &r.platt {
-            series.push((format!("{name} (Platt)"), points(platt)));
+        if let Some(scaled) = r.platt.as_ref().filter(|_| platt) {
+            series.push((format!("{name} (Platt)"), points(scaled)));
         }
     }
     Figure {
@@ -395,7 +404,8 @@ pub fn reliability_figure(
     }
 }
 
-/// The benchmark's diagram: every model (first training seed) and HINT, on the whole test set.
+/// The benchmark's diagram: every model's raw probabilities (first training seed) and HINT's, on the
+/// whole test set; one colour each (the Platt-scaled bins are in the report's JSON).
 pub fn benchmark_reliability(report: &trialforge_predict::benchmark::BenchmarkReport) -> Figure {
     let rows: Vec<(&str, &trialforge_predict::benchmark::Reliability)> = report
         .rows
@@ -406,6 +416,7 @@ pub fn benchmark_reliability(report: &trialforge_predict::benchmark::BenchmarkRe
     reliability_figure(
         &format!("TOP phase {:?}: reliability on the test set", report.phase),
         &rows,
+        false,
     )
 }
 

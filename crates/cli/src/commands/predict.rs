@@ -47,8 +47,8 @@ pub struct BenchmarkTopArgs {
     /// phases whose train split is not there (phase III here). Not TOP's protocol: labelled so.
     #[arg(long)]
     pub available_data: bool,
-    /// Also draw the reliability diagram of every model on the test set (raw and Platt-scaled
-    /// probabilities, first training seed) to this file: .svg or .png.
+    /// Also draw the reliability diagram of every model on the test set (raw probabilities, first
+    /// training seed; the Platt-scaled bins are in the --json report) to this file: .svg or .png.
     #[arg(long, value_name = "FILE")]
     pub reliability: Option<PathBuf>,
     /// Write every run's validation and test predictions to this folder, one CSV per model and
@@ -189,6 +189,7 @@ pub fn evaluate(ctx: &Ctx, a: EvaluateArgs) -> anyhow::Result<()> {
         let figure = trialforge_report::plots::reliability_figure(
             &format!("{}: reliability on {} trials", a.model.display(), e.trials),
             &[("model", &e.reliability)],
+            true,
         );
         write_figure(&figure, path)?;
     }
