@@ -594,8 +594,10 @@ pub const EXPLAIN_ITEMS: usize = 5;
 
 /// `predict --explain`: each trial's probability with the nearest training trials (their outcomes
 /// and similarity) and the criteria items that move its score most, measured by leaving each item
-/// out and predicting again (any model; for the linear `tfidf-lr` this is exactly the item's terms'
-/// share of the logit, less the idf changes). The training trials come from `neighbours_from`, or
+/// out and predicting again (any model; for the linear `tfidf-lr` it is close to the item's terms'
+/// share of the logit, the rest coming from the renormalised tf-idf vector and from terms other
+/// items share, whose sublinear counts change). The training trials come
+/// from `neighbours_from`, or
 /// else the train file named in the model's `trained_on.json`.
 pub fn explain_with(
     env: &Environment,
@@ -661,15 +663,12 @@ pub fn explain_with(
             .map(|t| PathBuf::from(t.train_source))
             .filter(|p| p.is_file())
     });
-    let note = |why: String| {
-        move |e: &mut Explanation| {
-            e.neighbours_note = Some(why.clone());
-        }
-    };
     let Some(source) = source else {
-        explanations.iter_mut().for_each(note(
-            "the training data is not known: give it with --neighbours-from (trained_on.json names no readable file)".into(),
-        ));
+        for e in &mut explanations {
+            e.neighbours_note = Some(
+                "the training data is not known: give it with --neighbours-from (trained_on.json names no readable file)".into(),
+            );
+        }
         return Ok(explanations);
     };
     let train = crate::data::load_trials(&source, Format::Auto).with_context(|| {

@@ -172,8 +172,7 @@ impl BertEncoder {
                 }
                 let count = len.max(1) as f32;
                 mean.iter_mut().for_each(|m| *m /= count);
-                let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                mean.iter_mut().for_each(|m| *m /= norm);
+                crate::normalise(&mut mean);
                 mean
             })
             .collect())

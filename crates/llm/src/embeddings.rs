@@ -110,10 +110,7 @@ fn parse_embeddings(value: &Value, n: usize, dim: usize) -> Result<Vec<Vec<f32>>
                 v.len()
             ));
         }
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            v.iter_mut().for_each(|x| *x /= norm);
-        }
+        trialforge_encode::normalise(&mut v);
         *slot = Some(v);
     }
     out.into_iter()

@@ -102,8 +102,7 @@ impl TextEncoder for LlmEncoder {
                 .mean_hidden_states(&batch)
                 .map_err(|e| EncodeError::Backend(e.to_string()))?;
             for mut v in vectors {
-                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                v.iter_mut().for_each(|x| *x /= norm);
+                trialforge_encode::normalise(&mut v);
                 out.push(v);
             }
             start = end;

@@ -195,27 +195,26 @@ impl ModelRow {
     }
 }
 
-/// Mean ± std over every (run, resample) pair from each run's own mean and std.
-fn pool(figures: &[MeanStd]) -> MeanStd {
+/// Mean ± std over every (run, resample) pair from each run's own mean and std (equal resample
+/// counts), and the mean ± std of the runs' means alone (how far the runs differ).
+fn pool(figures: &[MeanStd]) -> (MeanStd, MeanStd) {
     let means: Vec<f64> = figures.iter().map(|f| f.mean).collect();
     let across = MeanStd::of(&means);
     let within = figures.iter().map(|f| f.std.powi(2)).sum::<f64>() / figures.len().max(1) as f64;
-    MeanStd {
+    let pooled = MeanStd {
         mean: across.mean,
         std: (within + across.std.powi(2)).sqrt(),
-    }
+    };
+    (pooled, across)
 }
 
 fn pool_calibration(runs: &[&CalibrationScores]) -> CalibrationScores {
     let pooled = |f: fn(&CalibrationScores) -> Option<MeanStd>| -> Option<MeanStd> {
         let v: Option<Vec<MeanStd>> = runs.iter().map(|r| f(r)).collect();
-        v.filter(|v| !v.is_empty()).map(|v| pool(&v))
+        v.filter(|v| !v.is_empty()).map(|v| pool(&v).0)
     };
     CalibrationScores {
-        ece: pooled(|c| Some(c.ece)).unwrap_or(MeanStd {
-            mean: 0.0,
-            std: 0.0,
-        }),
+        ece: pool(&runs.iter().map(|r| r.ece).collect::<Vec<_>>()).0,
         ece_platt: pooled(|c| c.ece_platt),
         brier_platt: pooled(|c| c.brier_platt),
         f1_valid_threshold: pooled(|c| c.f1_valid_threshold),
@@ -227,16 +226,7 @@ fn pool_calibration(runs: &[&CalibrationScores]) -> CalibrationScores {
 /// The runs of several seeds as one row's scores: each metric's mean and (population) std over
 /// every (seed, resample) pair, from the runs' own means and stds (equal resample counts).
 pub fn pool_seed_runs(runs: &[BootstrapScores]) -> (BootstrapScores, SeedSpread) {
-    let spread = |f: fn(&BootstrapScores) -> MeanStd| -> (MeanStd, MeanStd) {
-        let means: Vec<f64> = runs.iter().map(|r| f(r).mean).collect();
-        let across = MeanStd::of(&means);
-        let within = runs.iter().map(|r| f(r).std.powi(2)).sum::<f64>() / runs.len().max(1) as f64;
-        let pooled = MeanStd {
-            mean: across.mean,
-            std: (within + across.std.powi(2)).sqrt(),
-        };
-        (pooled, across)
-    };
+    let spread = |f: fn(&BootstrapScores) -> MeanStd| pool(&runs.iter().map(f).collect::<Vec<_>>());
     let (pr_auc, pr_across) = spread(|r| r.pr_auc);
     let (roc_auc, roc_across) = spread(|r| r.roc_auc);
     let (f1, f1_across) = spread(|r| r.f1);
@@ -312,7 +302,7 @@ pub struct BenchmarkOptions {
 }
 
 /// One run's predictions as CSV: `nctid,split,label,prediction`.
-fn write_predictions(path: &Path, parts: &[(&str, &[Trial], &[f32])]) -> Result<()> {
+fn write_predictions(path: &Path, parts: &[(&str, &[&Trial], &[f32])]) -> Result<()> {
     let io = |e: std::io::Error| PredictError::Io {
         path: path.to_path_buf(),
         source: e,
@@ -447,7 +437,7 @@ pub fn calibration_scores(
     platt: Option<Platt>,
     threshold: Option<f32>,
 ) -> (CalibrationScores, Reliability) {
-    let resampled = |f: &dyn Fn(&[u8], &[f32]) -> f64| -> MeanStd {
+    let resampled = |scores: &[f32], f: &dyn Fn(&[u8], &[f32]) -> f64| -> MeanStd {
         let per: Vec<f64> = indices
             .iter()
             .map(|idx| {
@@ -458,21 +448,22 @@ pub fn calibration_scores(
             .collect();
         MeanStd::of(&per)
     };
+    // Platt scaling maps each probability on its own: applied once, then resampled.
+    let calibrated = platt.as_ref().map(|p| p.apply(scores));
+    let ece_of = |l: &[u8], s: &[f32]| ece(l, s, RELIABILITY_BINS);
     let calibration = CalibrationScores {
-        ece: resampled(&|l, s| ece(l, s, RELIABILITY_BINS)),
-        ece_platt: platt
-            .as_ref()
-            .map(|p| resampled(&|l, s| ece(l, &p.apply(s), RELIABILITY_BINS))),
-        brier_platt: platt
-            .as_ref()
-            .map(|p| resampled(&|l, s| crate::metrics::brier(l, &p.apply(s)))),
-        f1_valid_threshold: threshold.map(|t| resampled(&|l, s| f1_at(l, s, t))),
+        ece: resampled(scores, &ece_of),
+        ece_platt: calibrated.as_deref().map(|c| resampled(c, &ece_of)),
+        brier_platt: calibrated
+            .as_deref()
+            .map(|c| resampled(c, &crate::metrics::brier)),
+        f1_valid_threshold: threshold.map(|t| resampled(scores, &|l, s| f1_at(l, s, t))),
         threshold,
-        platt: platt.clone(),
+        platt,
     };
     let reliability = Reliability {
         raw: reliability(labels, scores, RELIABILITY_BINS),
-        platt: platt.map(|p| reliability(labels, &p.apply(scores), RELIABILITY_BINS)),
+        platt: calibrated.map(|c| reliability(labels, &c, RELIABILITY_BINS)),
     };
     (calibration, reliability)
 }
@@ -625,6 +616,14 @@ pub fn run<'m>(
     let valid_examples = valid.as_deref().map(examples).unwrap_or_default();
     let valid_labels = crate::model::labels(&valid_examples);
     let valid_protocols: Vec<&Protocol> = valid_examples.iter().map(|e| e.protocol).collect();
+    // The labelled validation trials, in `valid_examples` order, and the test trials (for
+    // `--predictions`).
+    let labelled_valid: Vec<&Trial> = valid
+        .iter()
+        .flatten()
+        .filter(|t| t.label.is_some())
+        .collect();
+    let test_refs: Vec<&Trial> = test.iter().collect();
 
     // Trained members a later stack row reuses (the same model and seed train to the same bits).
     let stacked = opts.models.iter().any(|m| m.kind == ModelKind::Stack);
@@ -674,17 +673,11 @@ pub fn run<'m>(
             predict_seconds += started.elapsed().as_secs_f64();
             let valid_scores = model.predict(&valid_protocols)?;
             if let Some(dir) = &opts.predictions_dir {
-                let labelled_valid: Vec<Trial> = valid
-                    .iter()
-                    .flatten()
-                    .filter(|t| t.label.is_some())
-                    .cloned()
-                    .collect();
                 write_predictions(
                     &dir.join(format!("{}-seed{seed}.csv", spec.name())),
                     &[
                         ("valid", &labelled_valid, &valid_scores),
-                        ("test", &test, &scores),
+                        ("test", &test_refs, &scores),
                     ],
                 )?;
             }

@@ -201,6 +201,12 @@ pub fn new_model<'e>(
 /// Status lines of a model and of the members of a combined one.
 type OnStatus<'e> = Rc<dyn Fn(&str) + 'e>;
 
+/// A member's status lines, each led by `name`.
+fn prefixed<'e>(on_status: &OnStatus<'e>, name: String) -> OnStatus<'e> {
+    let outer = on_status.clone();
+    Rc::new(move |s: &str| outer(&format!("{name}: {s}")))
+}
+
 fn build<'e>(
     spec: &ModelSpec,
     options: &BuildOptions<'e>,
@@ -215,9 +221,7 @@ fn build<'e>(
                 seed,
                 ..options.clone()
             };
-            let outer = on_status.clone();
-            let name = format!("member {} (seed {seed})", k + 1);
-            let status: OnStatus<'e> = Rc::new(move |s: &str| outer(&format!("{name}: {s}")));
+            let status = prefixed(&on_status, format!("member {} (seed {seed})", k + 1));
             members.push((member.name(), build(&member, &opts, status)?));
         }
         return Ok(Box::new(Ensemble::new(members)));
@@ -226,8 +230,7 @@ fn build<'e>(
         let mut members = Vec::new();
         for name in STACK_MEMBERS {
             let member: ModelSpec = name.parse().map_err(PredictError::Invalid)?;
-            let outer = on_status.clone();
-            let status: OnStatus<'e> = Rc::new(move |s: &str| outer(&format!("{name}: {s}")));
+            let status = prefixed(&on_status, name.to_string());
             members.push((name.to_string(), build(&member, options, status)?));
         }
         return Ok(Box::new(Stack::new(members)));

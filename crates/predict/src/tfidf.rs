@@ -140,10 +140,7 @@ impl Tfidf {
         for (i, c) in tf {
             row[i] = (1.0 + c.ln()) * self.idf[i];
         }
-        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            row.iter_mut().for_each(|x| *x /= norm);
-        }
+        trialforge_encode::normalise(&mut row);
         row
     }
 

@@ -70,8 +70,7 @@ impl<'a> RealCorpus<'a> {
                 *q += x;
             }
         }
-        let norm = query.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-        query.iter_mut().for_each(|x| *x /= norm);
+        trialforge_encode::normalise(&mut query);
 
         let relevance = |i: usize| {
             let cos: f32 = self
