@@ -127,6 +127,7 @@ fn label_consistency(
         &req.settings.model.into(),
         &BuildOptions {
             seed: req.seed,
+            pretrain_seed: 0,
             embedder: Some(&embedder),
             admet_dir: env.admet_dir(),
             checkpoints: None,

@@ -100,6 +100,7 @@ pub fn run_augment(
                 &settings.model.into(),
                 &BuildOptions {
                     seed,
+                    pretrain_seed: 0,
                     embedder: embedder.as_ref().map(|e| e as &dyn ProtocolEmbedder),
                     admet_dir: env.admet_dir(),
                     checkpoints: None,

@@ -12,7 +12,9 @@ use trialforge_predict::benchmark::{
 use trialforge_predict::calibrate::{best_f1_threshold, Platt};
 use trialforge_predict::embedding::CachedProtocolEmbedder;
 use trialforge_predict::metrics::{bootstrap, bootstrap_indices, BootstrapScores};
-use trialforge_predict::registry::{new_model, saved_kind, BuildOptions, ModelSpec};
+use trialforge_predict::registry::{
+    new_model, saved_kind, saved_needs_encoder, BuildOptions, ModelSpec,
+};
 use trialforge_predict::{load_model, OutcomeModel, ProtocolEmbedder};
 use trialforge_trial::{Format, Trial};
 
@@ -60,6 +62,7 @@ fn build_options<'e>(
 ) -> BuildOptions<'e> {
     BuildOptions {
         seed,
+        pretrain_seed: 0,
         embedder: embedder.map(|e| e as &dyn ProtocolEmbedder),
         admet_dir,
         checkpoints: Some(env.cache_dir.join("checkpoints")),
@@ -430,7 +433,7 @@ pub struct LoadedModel<'e> {
 
 /// Does the model saved in `dir` read embeddings?
 pub fn needs_encoder(dir: &Path) -> anyhow::Result<bool> {
-    Ok(saved_kind(dir)?.needs_encoder())
+    Ok(saved_needs_encoder(dir)?)
 }
 
 /// Loads a model folder written by `train`, with `embedder` when it reads embeddings.

@@ -626,7 +626,8 @@ pub fn run<'m>(
     let test_refs: Vec<&Trial> = test.iter().collect();
 
     // Trained members a later stack row reuses (the same model and seed train to the same bits).
-    let stacked = opts.models.iter().any(|m| m.kind == ModelKind::Stack);
+    let single_stack = |m: &ModelSpec| m.kind == ModelKind::Stack && m.seeds == 1;
+    let stacked = opts.models.iter().any(single_stack);
     let mut kept: HashMap<(String, u64), Box<dyn OutcomeModel + 'm>> = HashMap::new();
 
     for spec in &opts.models {
@@ -652,7 +653,7 @@ pub fn run<'m>(
             } else {
                 spec.name()
             });
-            let (model, train_seconds) = if spec.kind == ModelKind::Stack {
+            let (model, train_seconds) = if single_stack(spec) {
                 let started = Instant::now();
                 let mut members = Vec::new();
                 for name in STACK_MEMBERS {

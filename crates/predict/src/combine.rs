@@ -171,6 +171,12 @@ pub(crate) fn load_combined<'e>(
     Ok((members, cfg.combiner))
 }
 
+/// The folders of a saved combined model's members.
+pub(crate) fn member_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let cfg: CombinedConfig = read_config(dir)?;
+    Ok((0..cfg.members.len()).map(|k| member_dir(dir, k)).collect())
+}
+
 impl OutcomeModel for Ensemble<'_> {
     fn kind(&self) -> ModelKind {
         ModelKind::Ensemble

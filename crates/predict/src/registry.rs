@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use crate::cladmop::admet::AdmetPretrain;
 use crate::cladmop::{Ablations, Cladmop, CladmopParams};
-use crate::combine::{load_combined, Ensemble, Stack, STACK_MEMBERS};
+use crate::combine::{load_combined, member_dirs, Ensemble, Stack, STACK_MEMBERS};
 use crate::embedding::{EmbedMlp, EmbedMlpParams};
 use crate::finetune::{EncoderFt, EncoderFtParams};
 use crate::model::{read_config, Header, ModelKind, OutcomeModel};
@@ -59,9 +59,10 @@ impl ModelSpec {
         }
     }
 
-    /// The seed of member `k` of an ensemble trained with `seed`: member 0 is the single model of
-    /// that seed (so it shares its pre-training checkpoint), the others far from every benchmark
-    /// seed so that two benchmark seeds never share a member.
+    /// The (fine-tuning) seed of member `k` of an ensemble trained with `seed`: member 0 is the
+    /// single model of that seed, the others far from every benchmark seed so that two benchmark
+    /// seeds never share a member. (Member k pre-trains with `pretrain_seed + k`: that
+    /// checkpoint the benchmark's seeds do share.)
     pub fn member_seed(seed: u64, k: usize) -> u64 {
         seed.wrapping_add(1_000_003u64.wrapping_mul(k as u64))
     }
@@ -81,10 +82,8 @@ impl std::str::FromStr for ModelSpec {
                 .ok()
                 .filter(|n| (2..=50).contains(n))
                 .ok_or_else(|| format!("`{s}`: an ensemble has 2 to 50 members (-x2 ... -x50)"))?;
+            // `stack-xN` too: N stacks, member k's cladmop pre-trained with its own seed.
             let mut spec: ModelSpec = base.parse()?;
-            if spec.kind == ModelKind::Stack {
-                return Err(format!("`{s}`: a stack cannot be an ensemble member"));
-            }
             spec.seeds = seeds;
             return Ok(spec);
         }
@@ -180,7 +179,12 @@ pub fn parse_model_list(list: &str) -> Result<Vec<ModelSpec>> {
 /// What building an untrained model needs besides its name.
 #[derive(Clone)]
 pub struct BuildOptions<'e> {
+    /// The training seed; for cladmop, its fine-tuning's.
     pub seed: u64,
+    /// cladmop's pre-training seed, apart from `seed` so that training seeds share one
+    /// pre-training (as users share one pre-trained checkpoint); an ensemble's member k uses
+    /// `pretrain_seed + k`.
+    pub pretrain_seed: u64,
     /// The encoder behind every model but `tfidf-lr`.
     pub embedder: Option<&'e dyn ProtocolEmbedder>,
     /// ADMET files, read by `-admet` models only.
@@ -219,6 +223,7 @@ fn build<'e>(
             let seed = ModelSpec::member_seed(options.seed, k);
             let opts = BuildOptions {
                 seed,
+                pretrain_seed: options.pretrain_seed.wrapping_add(k as u64),
                 ..options.clone()
             };
             let status = prefixed(&on_status, format!("member {} (seed {seed})", k + 1));
@@ -270,7 +275,8 @@ fn build<'e>(
                     .then(|| AdmetPretrain::new(options.admet_dir.clone())),
                 ..Default::default()
             }
-            .with_seed(seed);
+            .with_seed(seed)
+            .with_pretrain_seed(options.pretrain_seed);
             let mut model =
                 Cladmop::new(params, needs("cladmop")?).with_progress(move |s| on_status(s));
             if let Some(dir) = &options.checkpoints {
@@ -286,6 +292,22 @@ fn build<'e>(
 pub fn saved_kind(dir: &Path) -> Result<ModelKind> {
     let header: Header = read_config(dir)?;
     Ok(header.kind)
+}
+
+/// Whether the model saved in `dir` reads embeddings; a combined one does when any member does
+/// (an ensemble of tfidf-lr needs no encoder).
+pub fn saved_needs_encoder(dir: &Path) -> Result<bool> {
+    match saved_kind(dir)? {
+        ModelKind::Ensemble | ModelKind::Stack => {
+            for member in member_dirs(dir)? {
+                if saved_needs_encoder(&member)? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+        kind => Ok(kind.needs_encoder()),
+    }
 }
 
 /// Loads a saved model; models that read embeddings need the same encoder they were trained with.

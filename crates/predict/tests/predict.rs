@@ -410,8 +410,11 @@ fn cladmop_pretrains_on_unlabelled_protocols_fine_tunes_only_adapters_and_is_see
     let train = split("phase_I_valid.csv");
     let extra = split("phase_II_valid.csv");
     let extra: Vec<&Protocol> = extra.iter().take(150).map(|t| &t.protocol).collect();
-    let run = |seed| {
-        let mut m = Cladmop::new(small_cladmop(Ablations::default(), false, seed), &e);
+    let checkpoints = tempfile::tempdir().unwrap();
+    let run = |seed, pretrain_seed| {
+        let params =
+            small_cladmop(Ablations::default(), false, seed).with_pretrain_seed(pretrain_seed);
+        let mut m = Cladmop::new(params, &e).with_checkpoints(checkpoints.path().to_path_buf());
         m.add_unlabelled(&extra);
         m.fit(&examples(&train[..80]), &examples(&train[80..]))
             .unwrap();
@@ -420,9 +423,22 @@ fn cladmop_pretrains_on_unlabelled_protocols_fine_tunes_only_adapters_and_is_see
             m.report().clone(),
         )
     };
-    let (p1, r) = run(3);
-    assert_eq!(p1, run(3).0, "same seed, same model");
-    assert_ne!(p1, run(4).0, "another seed, another model");
+    let (p1, r) = run(3, 0);
+    assert!(!r.pretrain_from_checkpoint);
+    assert_eq!(p1, run(3, 0).0, "same seeds, same model");
+    // Training seeds share the pre-training, yet fine-tune apart (head, adapters, order).
+    let (p2, r2) = run(4, 0);
+    assert!(
+        r2.pretrain_from_checkpoint,
+        "seed 4 reads seed 3's pre-training"
+    );
+    assert_ne!(p1, p2, "another seed, another model");
+    let (p3, r3) = run(3, 1);
+    assert!(
+        !r3.pretrain_from_checkpoint,
+        "another pre-training seed pre-trains anew"
+    );
+    assert_ne!(p1, p3);
     // The pre-training set: 117 labelled + up to 150 unlabelled protocols, duplicates removed.
     assert!(r.pretrain_trials > 117 && r.pretrain_trials <= 267, "{r:?}");
     assert!(r.pretrain_heldout_match_auc.is_some());
@@ -502,7 +518,13 @@ fn model_names_carry_ablations() {
     assert_eq!(s.name(), "cladmop-no-grouping-x5");
     assert_eq!(s.member().name(), "cladmop-no-grouping");
     assert_eq!("stack".parse::<ModelSpec>().unwrap().kind, ModelKind::Stack);
-    for bad in ["stack-x3", "cladmop-x1", "cladmop-x0", "cladmop-x99"] {
+    let s: ModelSpec = "stack-x3".parse().unwrap();
+    assert!(s.seeds == 3 && s.kind == ModelKind::Stack);
+    assert_eq!(
+        (s.name().as_str(), s.member().name().as_str()),
+        ("stack-x3", "stack")
+    );
+    for bad in ["stack-x1", "cladmop-x1", "cladmop-x0", "cladmop-x99"] {
         assert!(bad.parse::<ModelSpec>().is_err(), "{bad}");
     }
     let list = trialforge_predict::parse_model_list("all,stack,tfidf-lr").unwrap();
@@ -553,6 +575,35 @@ fn a_seed_ensemble_and_a_stack_train_predict_and_round_trip() {
         ("cladmop".into(), cladmop(1)),
     ]);
     check_model(Box::new(stack), Some(&e));
+}
+
+#[test]
+fn a_combined_model_needs_the_encoder_only_when_a_member_does() {
+    use trialforge_predict::combine::{Ensemble, Stack};
+    use trialforge_predict::registry::saved_needs_encoder;
+    let e = HashEmbedder;
+    let train = split("phase_I_valid.csv");
+    let (train, valid) = (examples(&train[..80]), examples(&train[80..]));
+    let tfidf = || Box::new(TfidfLr::new(TfidfLrParams::default())) as Box<dyn OutcomeModel>;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ensemble = Ensemble::new(vec![
+        ("tfidf-lr".into(), tfidf()),
+        ("tfidf-lr".into(), tfidf()),
+    ]);
+    ensemble.fit(&train, &valid).unwrap();
+    ensemble.save(&dir.path().join("ensemble")).unwrap();
+    assert!(!saved_needs_encoder(&dir.path().join("ensemble")).unwrap());
+    assert!(load_model(&dir.path().join("ensemble"), None).is_ok());
+    let mut stack = Stack::new(vec![
+        ("tfidf-lr".into(), tfidf()),
+        (
+            "embed-mlp".into(),
+            Box::new(EmbedMlp::new(EmbedMlpParams::default(), &e)),
+        ),
+    ]);
+    stack.fit(&train, &valid).unwrap();
+    stack.save(&dir.path().join("stack")).unwrap();
+    assert!(saved_needs_encoder(&dir.path().join("stack")).unwrap());
 }
 
 #[test]

@@ -16,6 +16,11 @@
 //!   and reads as a condition (two or more, and over half, of its words are condition words, none
 //!   a drug word).
 //!   Unseen names alone are no reason: new drugs are an open set of code names and INNs.
+//! - `contradiction`: exclusion criteria that repeat inclusion criteria (the same words, case and
+//!   punctuation aside; "stage-III melanoma" in one list and "Stage III Melanoma" in the other),
+//!   for a larger share of the inclusion items than any reference trial repeats. Real protocols do
+//!   repeat a few items (cohort headings such as "Part A", "Additional criteria may apply", a
+//!   cohort's own limit), never most of their inclusion list.
 //! - `enrollment`: the enrollment lies outside what real trials of the phase show (their min..max,
 //!   from trials that carry one); for a phase with too few such trials, a stated, assumed bound.
 
@@ -32,10 +37,11 @@ use trialforge_trial::{Phase, Protocol, Trial};
 use crate::validate::Reject;
 
 /// The gate's rules, in the order they are checked (the first failing one names the reject).
-pub const GATE_RULES: [&str; 5] = [
+pub const GATE_RULES: [&str; 6] = [
     "offensive",
     "condition",
     "drug-name",
+    "contradiction",
     "enrollment",
     "lexical",
 ];
@@ -118,6 +124,9 @@ pub struct GateThresholds {
     pub lexical_quantile: f64,
     pub min_doc_freq: u32,
     pub condition_max_unknown_share: f64,
+    /// The largest share of its inclusion items any reference trial repeats as exclusion items.
+    #[serde(default)]
+    pub contradiction_max_share: f64,
     pub enrollment: Vec<EnrollmentBound>,
     /// sha256 prefix over the settings above and the vocabulary: names this gate.
     pub digest: String,
@@ -192,6 +201,26 @@ pub fn normalise(text: &str) -> String {
         .filter(|w| !w.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The exclusion items that, normalised, are also inclusion items, and the inclusion item count.
+/// Items with no word of 3+ letters are not judged.
+fn repeated_items(p: &Protocol) -> (Vec<&str>, usize) {
+    let inclusion: HashSet<String> = p.criteria.inclusion.iter().map(|i| normalise(i)).collect();
+    let repeated = p
+        .criteria
+        .exclusion
+        .iter()
+        .filter(|e| !words(e).is_empty() && inclusion.contains(&normalise(e)))
+        .map(String::as_str)
+        .collect();
+    (repeated, inclusion.len())
+}
+
+/// The share of the inclusion items that `repeated_items` finds again among the exclusion items.
+fn repeated_share(p: &Protocol) -> f64 {
+    let (repeated, inclusion) = repeated_items(p);
+    repeated.len() as f64 / inclusion.max(1) as f64
 }
 
 /// Endings of medical terms that a corpus of a few thousand trials may not have seen (liposarcoma,
@@ -390,6 +419,11 @@ impl RealismGate {
             })
             .collect();
 
+        let contradiction_max_share = reference
+            .iter()
+            .map(|t| repeated_share(&t.protocol))
+            .fold(0.0, f64::max);
+
         let vocabulary_words = doc_freq.values().filter(|&&c| c >= min_df).count();
         let mut thresholds = GateThresholds {
             reference_trials: reference.len(),
@@ -400,6 +434,7 @@ impl RealismGate {
             lexical_quantile: cfg.lexical_quantile,
             min_doc_freq: min_df,
             condition_max_unknown_share: cfg.condition_max_unknown_share,
+            contradiction_max_share,
             enrollment: bounds.values().cloned().collect(),
             digest: String::new(),
         };
@@ -538,6 +573,22 @@ impl RealismGate {
             .find_map(|d| self.check_drug_name(&d.name).err().map(|e| (&d.name, e)))
         {
             rejects.push(Reject::new("drug-name", format!("`{d}`: {why}")));
+        }
+        let (repeated, inclusion_items) = repeated_items(p);
+        if !repeated.is_empty()
+            && repeated.len() as f64 / inclusion_items.max(1) as f64
+                > self.thresholds.contradiction_max_share
+        {
+            rejects.push(Reject::new(
+                "contradiction",
+                format!(
+                    "`{}` is both an inclusion and an exclusion criterion ({} of {} inclusion items repeated; real trials repeat at most {:.0}%)",
+                    repeated[0],
+                    repeated.len(),
+                    inclusion_items,
+                    self.thresholds.contradiction_max_share * 100.0
+                ),
+            ));
         }
         if let (Some(e), Some(phase)) = (p.enrollment, bound_phase(p)) {
             if let Some(b) = self.enrollment_bound(phase) {
@@ -768,6 +819,7 @@ pub fn describe(t: &GateThresholds, c: &Calibration) -> String {
          - offensive: whole words rustrict rates profane or offensive (moderate+) that real trials do not use; {}\n\
          - condition: matches a real condition or ICD-10 description, or at most {:.0}% unknown words; {}\n\
          - drug-name: no letter runs, and no condition in the drug slot unless a real drug name; {}\n\
+         - contradiction: at most {:.0}% of the inclusion items repeated as exclusion items (the most a real trial repeats); {}\n\
          - enrollment: {}; {}\n\
          - lexical: known-word share >= {:.3} (the {:.1}% quantile of real trials, out of fold; a word is known in {}+ real trials, ICD-10 or drug names); {}",
         t.digest,
@@ -781,6 +833,8 @@ pub fn describe(t: &GateThresholds, c: &Calibration) -> String {
         t.condition_max_unknown_share * 100.0,
         rate("condition"),
         rate("drug-name"),
+        t.contradiction_max_share * 100.0,
+        rate("contradiction"),
         enrollment.join(", "),
         rate("enrollment"),
         t.lexical_min_share,
@@ -882,6 +936,15 @@ mod tests {
         let mut p = real[0].protocol.clone();
         p.enrollment = Some(60_123);
         assert_eq!(rules(&p, &[]), ["enrollment"]);
+        let mut q = real[0].protocol.clone();
+        q.criteria
+            .exclusion
+            .push("Type-2 Diabetes, adults aged 18 to 65 years with".into());
+        assert!(rules(&q, &[]).is_empty(), "word order counts");
+        q.criteria
+            .exclusion
+            .push("Adults aged 18 to 65 years, with type-2 diabetes.".into());
+        assert_eq!(rules(&q, &[]), ["contradiction"]);
         p.enrollment = Some(120);
         assert!(rules(&p, &[]).is_empty());
         assert!(rules(&real[0].protocol, &["primary outcome bitching"])

@@ -24,8 +24,9 @@ pub struct BenchmarkTopArgs {
     /// with ablation suffixes (cladmop-no-pretrain, cladmop-no-grouping, cladmop-no-drug,
     /// combinable) or with -admet (its drug branch first pre-trained on the ADMET files in the
     /// data folder's aux/ADMET_cooked), stack (the four default models' logits weighted on
-    /// validation; it reuses members trained in the same run), MODEL-xN (a seed ensemble of N).
-    /// `all` is tfidf-lr, embed-mlp, cladmop, cladmop-zero-shot and stack; encoder-ft (the
+    /// validation; it reuses members trained in the same run), MODEL-xN (a seed ensemble of N:
+    /// their probabilities averaged; member k's cladmop pre-trained with its own seed, so
+    /// stack-x3 is three stacks over three pre-trainings). `all` is tfidf-lr, embed-mlp, cladmop, cladmop-zero-shot and stack; encoder-ft (the
     /// encoder's top layer fine-tuned on the rendering) is opt-in, `all,encoder-ft`, since its
     /// frozen states take minutes to compute when not cached. `ablations` is the three ablations.
     #[arg(long, default_value = "all")]
@@ -39,7 +40,8 @@ pub struct BenchmarkTopArgs {
     /// Train each model this many times, with seeds seed, seed+1, ...: its row then pools the runs
     /// (mean ± std over every seed and resample, the same resamples as with one seed), and each
     /// seed's figures are printed below the table. One run's figures can move by several
-    /// hundredths with the seed alone.
+    /// hundredths with the seed alone. cladmop's seed is its fine-tuning's: the runs share one
+    /// pre-training (seed 0), as users of a model share one pre-trained checkpoint.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub seeds: u64,
     /// Train on every non-test file of the data folder (every phase's train and valid files but
@@ -109,7 +111,8 @@ pub struct TrainArgs {
     /// (cladmop-no-pretrain, cladmop-no-grouping, cladmop-no-drug) or -admet (drug branch
     /// pre-trained on ADMET properties first; see --admet); stack (tfidf-lr, embed-mlp, cladmop
     /// and cladmop-zero-shot, their logits weighted by a logistic regression fitted on --valid);
-    /// MODEL-xN (a seed ensemble of N, e.g. cladmop-x5).
+    /// MODEL-xN (a seed ensemble of N, e.g. cladmop-x5 or stack-x3; member k's cladmop
+    /// pre-trained with seed k).
     #[arg(long)]
     pub model: ModelSpec,
     /// Labelled training trials (any input `data import` reads).
@@ -130,6 +133,8 @@ pub struct TrainArgs {
     /// data/top/aux/ADMET_cooked].
     #[arg(long)]
     pub admet: Option<PathBuf>,
+    /// Training seed (for cladmop, its fine-tuning's; its pre-training uses seed 0, so models
+    /// trained with different seeds share one pre-training checkpoint).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]

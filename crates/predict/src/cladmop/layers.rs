@@ -80,6 +80,17 @@ impl Store {
         Ok(v)
     }
 
+    /// Restarts the RNG that draws new variables: fine-tuning's own variables then depend on its
+    /// seed, not on the pre-training's.
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = StdRng::seed_from_u64(seed);
+    }
+
+    /// Drops the variables whose names start with `prefix`, so that `var` draws them anew.
+    pub fn remove(&mut self, prefix: &str) {
+        self.vars.retain(|k, _| !k.starts_with(prefix));
+    }
+
     pub fn get(&self, name: &str) -> Option<&Var> {
         self.vars.get(name)
     }

@@ -136,9 +136,17 @@ impl Default for CladmopParams {
 }
 
 impl CladmopParams {
+    /// The fine-tuning seed: the outcome head's and the LoRA adapters' initial weights and the
+    /// batch order (every weight's initial value without pre-training). A run's pre-training
+    /// is `with_pretrain_seed`'s, so runs that differ only in this seed share one checkpoint.
     pub fn with_seed(mut self, seed: u64) -> Self {
-        self.pretrain.seed = seed;
         self.finetune.seed = seed;
+        self
+    }
+
+    /// The pre-training seed (pair matching and ADMET): its initial weights, pairs and order.
+    pub fn with_pretrain_seed(mut self, seed: u64) -> Self {
+        self.pretrain.seed = seed;
         if let Some(a) = &mut self.admet {
             a.train.seed = seed;
         }
@@ -705,7 +713,12 @@ impl Cladmop<'_> {
         let train_inputs = featurise(&train_protocols, self.embedder, &limits)?;
         let valid_inputs = featurise(&valid_protocols, self.embedder, &limits)?;
 
-        let mut store = Store::new(self.params.pretrain.seed);
+        // Without pre-training every weight is fine-tuning's, so its seed draws them.
+        let mut store = Store::new(if self.params.ablations.no_pretrain {
+            self.params.finetune.seed
+        } else {
+            self.params.pretrain.seed
+        });
         let mut net = Net::new(&mut store, self.net_config())?;
         let ungrouped = NetConfig {
             grouping: false,
@@ -764,6 +777,10 @@ impl Cladmop<'_> {
             }
         }
         if !self.params.zero_shot {
+            // The head and adapters fine-tuning trains are drawn from its own seed: seeds that
+            // share a pre-training still start fine-tuning apart.
+            store.reseed(self.params.finetune.seed ^ 0x0c7e);
+            net.new_outcome_head(&mut store)?;
             if self.params.uses_lora() {
                 net.add_lora(&mut store, self.params.lora_rank)?;
             }

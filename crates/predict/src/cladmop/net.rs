@@ -132,6 +132,13 @@ impl Net {
         })
     }
 
+    /// Draws the outcome head anew from the store's RNG (after `Store::reseed`).
+    pub fn new_outcome_head(&mut self, store: &mut Store) -> Result<()> {
+        store.remove(OUTCOME_HEAD);
+        self.outcome_head = Head::new(store, "outcome", 3 * self.cfg.dim, self.cfg.dim)?;
+        Ok(())
+    }
+
     /// LoRA adapters on the grouping and fusion blocks: what fine-tuning trains, with the head.
     pub fn add_lora(&mut self, store: &mut Store, rank: usize) -> Result<()> {
         self.grouping.add_lora(store, "grouping", rank)?;
