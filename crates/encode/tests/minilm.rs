@@ -72,18 +72,7 @@ fn the_avx2_kernels_give_the_same_vectors() {
         eprintln!("no AVX-512 here: the other tests ran the AVX2 kernels already");
         return;
     }
-    let qemu = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("qemu-x86_64"))
-                .find(|q| q.is_file())
-        })
-        .unwrap_or_default();
-    let Some(qemu) = qemu else {
-        assert!(
-            std::env::var_os("TRIALFORGE_REQUIRE_QEMU").is_none(),
-            "TRIALFORGE_REQUIRE_QEMU is set but qemu-x86_64 is not on PATH"
-        );
+    let Some(qemu) = trialforge_kernels::emulation::find_qemu().unwrap() else {
         eprintln!("skipped: no qemu-x86_64 to emulate an AVX2-only CPU");
         return;
     };

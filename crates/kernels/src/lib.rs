@@ -1,7 +1,10 @@
 //! CPU numeric kernels shared by the encoder's and the LLM's forward passes: bounds-checked strided
 //! matrix views over the `gemm` crate (AVX-512 or AVX2/FMA kernels picked at run time), and
 //! element-wise math written so the compiler vectorises it (a libm call per element does not):
-//! exp, sums and maxima over independent lanes, softmax.
+//! exp, sums and maxima over independent lanes, softmax. `emulation` finds the emulator the
+//! encoder's and the LLM's tests run the AVX2 path under.
+
+pub mod emulation;
 
 use multiversion::multiversion;
 

@@ -218,9 +218,8 @@ fn repeated_items(p: &Protocol) -> (Vec<&str>, usize) {
 }
 
 /// The share of the inclusion items that `repeated_items` finds again among the exclusion items.
-fn repeated_share(p: &Protocol) -> f64 {
-    let (repeated, inclusion) = repeated_items(p);
-    repeated.len() as f64 / inclusion.max(1) as f64
+fn repeated_share(repeated: &[&str], inclusion_items: usize) -> f64 {
+    repeated.len() as f64 / inclusion_items.max(1) as f64
 }
 
 /// Endings of medical terms that a corpus of a few thousand trials may not have seen (liposarcoma,
@@ -421,7 +420,10 @@ impl RealismGate {
 
         let contradiction_max_share = reference
             .iter()
-            .map(|t| repeated_share(&t.protocol))
+            .map(|t| {
+                let (repeated, inclusion_items) = repeated_items(&t.protocol);
+                repeated_share(&repeated, inclusion_items)
+            })
             .fold(0.0, f64::max);
 
         let vocabulary_words = doc_freq.values().filter(|&&c| c >= min_df).count();
@@ -576,8 +578,7 @@ impl RealismGate {
         }
         let (repeated, inclusion_items) = repeated_items(p);
         if !repeated.is_empty()
-            && repeated.len() as f64 / inclusion_items.max(1) as f64
-                > self.thresholds.contradiction_max_share
+            && repeated_share(&repeated, inclusion_items) > self.thresholds.contradiction_max_share
         {
             rejects.push(Reject::new(
                 "contradiction",
