@@ -71,15 +71,36 @@ pub struct FileImport {
 
 /// Reads one TOP CSV file.
 pub fn read_file(path: &Path, opts: ImportOptions) -> Result<FileImport, ImportError> {
+    let reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .map_err(|e| csv_error(path, 1, "header", e))?;
+    read_records(reader, path, opts)
+}
+
+/// Reads TOP CSV text already in memory (a download); `path` names it in errors and, by its file
+/// name, gives the split.
+pub fn read_bytes(
+    bytes: &[u8],
+    path: &Path,
+    opts: ImportOptions,
+) -> Result<FileImport, ImportError> {
+    let reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(bytes);
+    read_records(reader, path, opts)
+}
+
+fn read_records<R: std::io::Read>(
+    mut reader: csv::Reader<R>,
+    path: &Path,
+    opts: ImportOptions,
+) -> Result<FileImport, ImportError> {
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let split = Split::from_file_name(&file_name);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_path(path)
-        .map_err(|e| csv_error(path, 1, "header", e))?;
     let header = reader
         .headers()
         .map_err(|e| csv_error(path, 1, "header", e))?

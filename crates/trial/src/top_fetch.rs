@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::top::{read_file, ImportOptions};
+use crate::top::{read_bytes, read_file, ImportOptions};
 
 /// The HINT repository's `data/` folder at the snapshot the bundled splits were copied from.
 pub const TOP_SOURCE: &str = "https://raw.githubusercontent.com/futianfan/clinical-trial-outcome-prediction/8dc0497f23fdb84e2905da7655924a91e6e79798/data";
@@ -89,9 +89,15 @@ fn split_ids(dirs: &[&Path], file: &str) -> Option<HashSet<String>> {
     Some(import.trials.into_iter().map(|t| t.id).collect())
 }
 
-/// Checks `path` as `split`; `dirs` are where the splits it must stay apart from may be.
-fn check(path: &Path, split: &MissingSplit, dirs: &[&Path]) -> Result<CheckedSplit, String> {
-    let import = read_file(path, ImportOptions::default()).map_err(|e| e.to_string())?;
+/// Checks `bytes`, read from (or to be written to) `path`, as `split`; `dirs` are where the splits
+/// it must stay apart from may be.
+fn check(
+    bytes: &[u8],
+    path: &Path,
+    split: &MissingSplit,
+    dirs: &[&Path],
+) -> Result<CheckedSplit, String> {
+    let import = read_bytes(bytes, path, ImportOptions::default()).map_err(|e| e.to_string())?;
     let trials = import.trials;
     if trials.len() != split.rows {
         return Err(format!(
@@ -128,13 +134,12 @@ fn check(path: &Path, split: &MissingSplit, dirs: &[&Path]) -> Result<CheckedSpl
             }
         }
     }
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     Ok(CheckedSplit {
         file: split.file.to_string(),
         rows: trials.len(),
         successes,
         failures: trials.len() - successes,
-        sha256: hex::encode(Sha256::digest(&bytes)),
+        sha256: hex::encode(Sha256::digest(bytes)),
         downloaded: false,
     })
 }
@@ -180,8 +185,8 @@ pub fn fetch_missing_splits(
     let mut done = Vec::new();
     for split in &MISSING_SPLITS {
         let path = out.join(split.file);
-        if path.is_file() {
-            if let Ok(checked) = check(&path, split, &dirs) {
+        if let Ok(bytes) = std::fs::read(&path) {
+            if let Ok(checked) = check(&bytes, &path, split, &dirs) {
                 done.push(checked);
                 continue;
             }
@@ -189,23 +194,18 @@ pub fn fetch_missing_splits(
         on_file(split.file);
         let url = format!("{}/{}", source.trim_end_matches('/'), split.file);
         let bytes = download(&agent, &url)?;
+        // Checked in memory, then written aside and renamed: a kill leaves at most a `.partial`.
         let partial = out.join(format!("{}.partial", split.file));
+        let mut checked =
+            check(&bytes, &partial, split, &dirs).map_err(|message| TopFetchError::Check {
+                file: split.file.to_string(),
+                url,
+                message,
+            })?;
         std::fs::write(&partial, &bytes).map_err(io(&partial))?;
-        match check(&partial, split, &dirs) {
-            Ok(mut checked) => {
-                std::fs::rename(&partial, &path).map_err(io(&path))?;
-                checked.downloaded = true;
-                done.push(checked);
-            }
-            Err(message) => {
-                let _ = std::fs::remove_file(&partial);
-                return Err(TopFetchError::Check {
-                    file: split.file.to_string(),
-                    url,
-                    message,
-                });
-            }
-        }
+        std::fs::rename(&partial, &path).map_err(io(&path))?;
+        checked.downloaded = true;
+        done.push(checked);
     }
     Ok(done)
 }
